@@ -1,0 +1,1 @@
+//! helios-cluster: the database under test.

@@ -1,0 +1,1 @@
+//! Root package: it only hosts the seed distributed test suite under `tests/`.

@@ -1,0 +1,1 @@
+//! helios-workload: clients, nemesis and recorder.
