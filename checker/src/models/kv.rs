@@ -1,0 +1,208 @@
+//! Key-value model of Porcupine's kv tests: `get`, `put` and `append` on string values.
+
+use super::{show, Model, ModelInstance, PartitionKey, ShapeError, ValueInterner};
+use crate::ops::Operation;
+use std::collections::HashMap;
+
+/// A map from keys to strings, initially empty strings.
+///
+/// With `split_by_key` (the default), each key is its own partition and the state is one
+/// string. Without it the whole history is one partition and the state is a map of every
+/// key, which is what Porcupine's unpartitioned benchmark checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KvModel {
+    /// Check each key separately (P-compositionality).
+    pub split_by_key: bool,
+}
+
+impl Model for KvModel {
+    type Instance = KvInstance;
+
+    fn name(&self) -> String {
+        if self.split_by_key {
+            "kv".to_string()
+        } else {
+            "kv(single partition)".to_string()
+        }
+    }
+
+    fn partition(&self, op: &Operation) -> PartitionKey {
+        if self.split_by_key {
+            op.key.as_ref().map(show)
+        } else {
+            None
+        }
+    }
+
+    fn instance(&self) -> KvInstance {
+        let mut strings = ValueInterner::default();
+        let empty = strings.intern_str("");
+        KvInstance {
+            strings,
+            keys: HashMap::new(),
+            key_names: Vec::new(),
+            appends: HashMap::new(),
+            empty,
+        }
+    }
+}
+
+/// One partition of a kv history. Strings are interned; an append's result is memoised.
+#[derive(Debug)]
+pub struct KvInstance {
+    strings: ValueInterner,
+    keys: HashMap<String, u16>,
+    key_names: Vec<String>,
+    appends: HashMap<(u32, u32), u32>,
+    empty: u32,
+}
+
+/// A kv operation on key number `key`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KvOp {
+    /// A get that returned the string.
+    Get {
+        /// The key's number.
+        key: u16,
+        /// The string read.
+        value: u32,
+    },
+    /// A put of the string.
+    Put {
+        /// The key's number.
+        key: u16,
+        /// The string written.
+        value: u32,
+    },
+    /// An append of the string.
+    Append {
+        /// The key's number.
+        key: u16,
+        /// The suffix appended.
+        value: u32,
+    },
+}
+
+/// The state: `(key, string)` pairs sorted by key, omitting keys still empty.
+pub type KvState = Vec<(u16, u32)>;
+
+impl KvInstance {
+    fn key(&mut self, op: &Operation) -> Result<u16, ShapeError> {
+        let name = match &op.key {
+            Some(key) => show(key),
+            None => return Err(ShapeError::new(op, false, "key", "kv operations need a key".into())),
+        };
+        if let Some(&id) = self.keys.get(&name) {
+            return Ok(id);
+        }
+        let id = u16::try_from(self.key_names.len()).map_err(|_| {
+            ShapeError::new(op, false, "key", "more than 65536 keys in one partition".into())
+        })?;
+        self.keys.insert(name.clone(), id);
+        self.key_names.push(name);
+        Ok(id)
+    }
+
+    fn string(&mut self, op: &Operation, on_completion: bool) -> Result<u32, ShapeError> {
+        let value = if on_completion {
+            op.output.as_ref()
+        } else {
+            Some(&op.input)
+        };
+        match value {
+            Some(serde_json::Value::String(text)) => Ok(self.strings.intern_str(text)),
+            Some(serde_json::Value::Null) => Ok(self.empty),
+            other => Err(ShapeError::new(
+                op,
+                on_completion,
+                "value",
+                format!(
+                    "kv values are strings, found {}",
+                    other.map(show).unwrap_or_default()
+                ),
+            )),
+        }
+    }
+
+    fn get(state: &KvState, key: u16, empty: u32) -> u32 {
+        match state.binary_search_by_key(&key, |&(k, _)| k) {
+            Ok(at) => state[at].1,
+            Err(_) => empty,
+        }
+    }
+
+    fn set(state: &KvState, key: u16, value: u32) -> KvState {
+        let mut next = state.clone();
+        match next.binary_search_by_key(&key, |&(k, _)| k) {
+            Ok(at) => next[at].1 = value,
+            Err(at) => next.insert(at, (key, value)),
+        }
+        next
+    }
+}
+
+impl ModelInstance for KvInstance {
+    type State = KvState;
+    type Op = KvOp;
+
+    fn encode(&mut self, op: &Operation) -> Result<Option<KvOp>, ShapeError> {
+        let key = self.key(op)?;
+        match op.f.as_str() {
+            "get" | "read" => match op.output {
+                None => Ok(None),
+                Some(_) => Ok(Some(KvOp::Get {
+                    key,
+                    value: self.string(op, true)?,
+                })),
+            },
+            "put" | "write" => Ok(Some(KvOp::Put {
+                key,
+                value: self.string(op, false)?,
+            })),
+            "append" => Ok(Some(KvOp::Append {
+                key,
+                value: self.string(op, false)?,
+            })),
+            other => Err(ShapeError::new(
+                op,
+                false,
+                "f",
+                format!("the kv model has no operation {other:?}; expected get|put|append"),
+            )),
+        }
+    }
+
+    fn init(&mut self) -> KvState {
+        Vec::new()
+    }
+
+    fn step(&mut self, state: &KvState, op: &KvOp) -> Option<KvState> {
+        match *op {
+            KvOp::Get { key, value } => {
+                (Self::get(state, key, self.empty) == value).then(|| state.clone())
+            }
+            KvOp::Put { key, value } => Some(Self::set(state, key, value)),
+            KvOp::Append { key, value } => {
+                let old = Self::get(state, key, self.empty);
+                let new = match self.appends.get(&(old, value)) {
+                    Some(&new) => new,
+                    None => {
+                        let text = format!("{}{}", self.strings.text(old), self.strings.text(value));
+                        let new = self.strings.intern_str(&text);
+                        self.appends.insert((old, value), new);
+                        new
+                    }
+                };
+                Some(Self::set(state, key, new))
+            }
+        }
+    }
+
+    fn describe_state(&self, state: &KvState) -> String {
+        let pairs: Vec<String> = state
+            .iter()
+            .map(|&(key, value)| format!("{}: {:?}", self.key_names[key as usize], self.strings.text(value)))
+            .collect();
+        format!("{{{}}}", pairs.join(", "))
+    }
+}

@@ -1,0 +1,122 @@
+//! Sequential specifications (models) that the linearizability search steps through.
+//!
+//! A [`Model`] says how to split a history into independent partitions (P-compositionality)
+//! and makes one [`ModelInstance`] per partition. An instance encodes operations into a
+//! compact form, and steps a compact state. Instances own their interners, so partitions can
+//! be checked in parallel without sharing anything mutable.
+
+mod intern;
+mod kv;
+mod multi_register;
+mod mutex;
+mod register;
+mod set;
+mod spec;
+
+pub use intern::ValueInterner;
+pub use kv::KvModel;
+pub use multi_register::MultiRegisterModel;
+pub use mutex::MutexModel;
+pub use register::RegisterModel;
+pub use set::SetModel;
+pub use spec::ModelSpec;
+
+use crate::ops::Operation;
+use serde_json::Value;
+use std::fmt::Debug;
+use std::hash::Hash;
+
+/// An operation whose value does not have the shape the model needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShapeError {
+    /// The source line of the offending event.
+    pub line: u64,
+    /// The field at fault.
+    pub field: &'static str,
+    /// What was expected and what was found.
+    pub message: String,
+}
+
+impl ShapeError {
+    /// A shape error in the invoke (`output == false`) or the completion of `op`.
+    pub fn new(op: &Operation, on_completion: bool, field: &'static str, message: String) -> Self {
+        let line = if on_completion {
+            op.complete_line
+        } else {
+            op.invoke_line
+        };
+        ShapeError {
+            line,
+            field,
+            message,
+        }
+    }
+}
+
+/// A key that names one independent partition of a history.
+pub type PartitionKey = Option<String>;
+
+/// A sequential specification, and how to split histories for it.
+pub trait Model: Send + Sync {
+    /// The per-partition checker state.
+    type Instance: ModelInstance;
+
+    /// A short name for reports: `cas-register(nil)`, `kv`, ...
+    fn name(&self) -> String;
+
+    /// The partition an operation belongs to; every operation of one partition is checked
+    /// together and partitions are independent. `None` puts everything in one partition.
+    fn partition(&self, op: &Operation) -> PartitionKey;
+
+    /// A fresh instance for one partition.
+    fn instance(&self) -> Self::Instance;
+}
+
+/// A model specialised to one partition: it encodes operations and steps states.
+pub trait ModelInstance: Send {
+    /// The model state. Cloned on every step, so keep it small.
+    type State: Clone + Eq + Hash + Debug + Send;
+    /// An operation in compact form: its input and, when known, its output.
+    type Op: Clone + Debug + Send;
+
+    /// Encodes an operation that did not fail. `Ok(None)` drops it: an operation with an
+    /// unknown outcome and no effect on the state (an `info` read) constrains nothing.
+    fn encode(&mut self, op: &Operation) -> Result<Option<Self::Op>, ShapeError>;
+
+    /// The initial state.
+    fn init(&mut self) -> Self::State;
+
+    /// Applies `op` to `state`. `None` means the operation is illegal in that state (its
+    /// output disagrees with the specification). For an operation of unknown outcome the
+    /// output is unchecked; it is stepped as though it took effect.
+    fn step(&mut self, state: &Self::State, op: &Self::Op) -> Option<Self::State>;
+
+    /// A human form of a state, for witnesses and the linearization view.
+    fn describe_state(&self, state: &Self::State) -> String;
+}
+
+/// Renders a value the way reports show it: `nil` for null, JSON otherwise.
+pub fn show(value: &Value) -> String {
+    match value {
+        Value::Null => "nil".to_string(),
+        Value::String(text) => format!("{text:?}"),
+        other => other.to_string(),
+    }
+}
+
+/// Describes an operation: `write 3`, `read → 3`, `cas [1,2] (info)`.
+pub fn describe_op(op: &Operation) -> String {
+    let mut text = op.f.clone();
+    if let Some(key) = &op.key {
+        text.push_str(&format!(" {}", show(key)));
+    }
+    if !op.input.is_null() {
+        text.push_str(&format!(" {}", show(&op.input)));
+    }
+    match (&op.output, op.outcome) {
+        (Some(output), _) if output != &op.input => text.push_str(&format!(" → {}", show(output))),
+        (_, outcome) if outcome.is_unknown() => text.push_str(" (outcome unknown)"),
+        _ => {}
+    }
+    text
+}

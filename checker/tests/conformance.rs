@@ -1,0 +1,76 @@
+//! Conformance: the checker agrees with every verdict of the reference corpus (`histories/manifest.tsv`).
+
+use helios_checker::check::{check_file, CheckOptions};
+use helios_checker::format::Format;
+use helios_checker::Verdict;
+use std::path::{Path, PathBuf};
+
+fn histories() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../histories")
+}
+
+/// The manifest's model column, in the checker's model names.
+fn model_name(manifest_model: &str) -> Option<&'static str> {
+    match manifest_model {
+        "cas-register(nil)" => Some("cas-register(nil)"),
+        "cas-register(0)" => Some("cas-register(0)"),
+        "kv(get/put/append, per key)" => Some("kv"),
+        "multi-register({x 0, y 0})" => Some("multi-register(0)"),
+        _ => None,
+    }
+}
+
+#[test]
+fn every_linearizability_entry_of_the_manifest_gets_its_expected_verdict() {
+    let manifest = std::fs::read_to_string(histories().join("manifest.tsv")).unwrap();
+    let mut checked = 0;
+    let mut disagreements = Vec::new();
+    for line in manifest.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let columns: Vec<&str> = line.split('\t').collect();
+        let [path, format, model, expected] = columns[..] else {
+            panic!("manifest line has {} columns: {line}", columns.len());
+        };
+        let Some(model) = model_name(model) else {
+            // list-append entries are judged by the isolation checker, not by linearizability.
+            assert_eq!(model, "list-append", "unmapped model in manifest line: {line}");
+            continue;
+        };
+        let expected = match expected {
+            "linearizable" => Verdict::Valid,
+            "not-linearizable" => Verdict::Invalid,
+            other => panic!("unexpected verdict {other:?}"),
+        };
+        let options = CheckOptions {
+            model: Some(model.to_string()),
+            format: Format::parse(format),
+            ..CheckOptions::default()
+        };
+        let report = check_file(&histories().join(path), &options)
+            .unwrap_or_else(|error| panic!("{path}: {error}"));
+        if report.verdict != expected {
+            disagreements.push(format!("{path}: expected {expected}, got {}", report.verdict));
+        }
+        if expected == Verdict::Invalid {
+            let witness = report.linearizability.as_ref().and_then(|l| l.witness.as_ref());
+            assert!(witness.is_some(), "{path}: invalid without a witness");
+        }
+        checked += 1;
+    }
+    assert!(disagreements.is_empty(), "disagreements:\n{}", disagreements.join("\n"));
+    assert_eq!(checked, 136, "every linearizability entry is checked");
+}
+
+#[test]
+fn detection_picks_a_model_that_agrees_with_the_manifest_for_logs_and_kv() {
+    for (path, expected) in [
+        ("porcupine-etcd/etcd_000.log", Verdict::Invalid),
+        ("porcupine-etcd/etcd_002.log", Verdict::Valid),
+        ("porcupine-kv/c10-ok.txt", Verdict::Valid),
+        ("porcupine-kv/c01-bad.txt", Verdict::Invalid),
+        ("knossos/cas-register/bad/cas-failure.edn", Verdict::Invalid),
+        ("knossos/multi-register/good/multi-register.edn", Verdict::Valid),
+    ] {
+        let report = check_file(&histories().join(path), &CheckOptions::default()).unwrap();
+        assert_eq!(report.verdict, expected, "{path}: {}", report.summary());
+    }
+}
