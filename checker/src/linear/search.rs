@@ -11,7 +11,7 @@
 //! pending at the end) has no return entry, so it may be linearized at any point after its
 //! call, or never. The search succeeds once every operation that completed `ok` is placed.
 
-use crate::models::ModelInstance;
+use crate::models::{mix64, ModelInstance};
 use hashbrown::{hash_table::Entry as TableEntry, DefaultHashBuilder, HashTable};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -211,14 +211,6 @@ impl<State: Eq> MemoTable<State> {
     }
 }
 
-/// A 64-bit mix (SplitMix64), used to give every operation a random key for Zobrist hashing.
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
 /// Searches for a linearization of `ops` from the model's initial state.
 pub fn search<I: ModelInstance>(
     instance: &mut I,
@@ -230,7 +222,7 @@ pub fn search<I: ModelInstance>(
     let mut bits = vec![0u64; words];
     // Zobrist hashing: the hash of a set of operations is the XOR of their keys, so it is
     // updated in O(1) when one operation is linearized or undone.
-    let zobrist: Vec<u64> = (0..ops.len() as u64).map(mix).collect();
+    let zobrist: Vec<u64> = (0..ops.len() as u64).map(mix64).collect();
     let mut bits_hash = 0u64;
     let hasher = DefaultHashBuilder::default();
     let mut memo = MemoTable { table: HashTable::new(), arena: Vec::new(), words };

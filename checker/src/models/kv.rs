@@ -2,7 +2,9 @@
 
 use super::{show, Model, ModelInstance, PartitionKey, ShapeError, ValueInterner};
 use crate::ops::Operation;
-use std::collections::HashMap;
+use hashbrown::HashMap;
+use smallvec::SmallVec;
+use std::hash::{Hash, Hasher};
 
 /// A map from keys to strings, initially empty strings.
 ///
@@ -47,7 +49,7 @@ impl Model for KvModel {
     }
 }
 
-/// One partition of a kv history. Strings are interned; an append's result is memoised.
+/// One partition of a kv history. Strings are interned and an append's result is memoised.
 #[derive(Debug)]
 pub struct KvInstance {
     strings: ValueInterner,
@@ -58,7 +60,7 @@ pub struct KvInstance {
 }
 
 /// A kv operation on key number `key`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KvOp {
     /// A get that returned the string.
     Get {
@@ -83,8 +85,48 @@ pub enum KvOp {
     },
 }
 
-/// The state: `(key, string)` pairs sorted by key, omitting keys still empty.
-pub type KvState = Vec<(u16, u32)>;
+/// The state: the string of every key, by key number, with a hash kept up to date.
+///
+/// The strings sit inline for up to 16 keys, so a step copies a few cache lines and never
+/// allocates, and the hash is updated in O(1) when one key changes (Zobrist hashing).
+///
+/// Invariant: `hash` is the XOR of `slot_hash(key, values[key])` over every key whose string
+/// is not the empty one.
+#[derive(Debug)]
+pub struct KvState {
+    hash: u64,
+    values: SmallVec<[u32; 16]>,
+}
+
+impl Clone for KvState {
+    fn clone(&self) -> Self {
+        // `from_slice` copies in one go; the derived clone extends element by element.
+        KvState {
+            hash: self.hash,
+            values: SmallVec::from_slice(&self.values),
+        }
+    }
+}
+
+impl PartialEq for KvState {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.values == other.values
+    }
+}
+
+impl Eq for KvState {}
+
+impl Hash for KvState {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // Equal states have equal hashes, so hashing the hash alone is consistent with Eq.
+        state.write_u64(self.hash);
+    }
+}
+
+/// The Zobrist key of one key holding one string.
+fn slot_hash(key: u16, value: u32) -> u64 {
+    super::mix64((u64::from(key) << 32) | u64::from(value))
+}
 
 impl KvInstance {
     fn key(&mut self, op: &Operation) -> Result<u16, ShapeError> {
@@ -124,19 +166,16 @@ impl KvInstance {
         }
     }
 
-    fn get(state: &KvState, key: u16, empty: u32) -> u32 {
-        match state.binary_search_by_key(&key, |&(k, _)| k) {
-            Ok(at) => state[at].1,
-            Err(_) => empty,
-        }
-    }
-
-    fn set(state: &KvState, key: u16, value: u32) -> KvState {
+    fn set(&self, state: &KvState, key: u16, value: u32) -> KvState {
         let mut next = state.clone();
-        match next.binary_search_by_key(&key, |&(k, _)| k) {
-            Ok(at) => next[at].1 = value,
-            Err(at) => next.insert(at, (key, value)),
+        let old = next.values[key as usize];
+        if old != self.empty {
+            next.hash ^= slot_hash(key, old);
         }
+        if value != self.empty {
+            next.hash ^= slot_hash(key, value);
+        }
+        next.values[key as usize] = value;
         next
     }
 }
@@ -173,17 +212,18 @@ impl ModelInstance for KvInstance {
     }
 
     fn init(&mut self) -> KvState {
-        Vec::new()
+        KvState {
+            hash: 0,
+            values: SmallVec::from_elem(self.empty, self.key_names.len()),
+        }
     }
 
     fn step(&mut self, state: &KvState, op: &KvOp) -> Option<KvState> {
         match *op {
-            KvOp::Get { key, value } => {
-                (Self::get(state, key, self.empty) == value).then(|| state.clone())
-            }
-            KvOp::Put { key, value } => Some(Self::set(state, key, value)),
+            KvOp::Get { key, value } => (state.values[key as usize] == value).then(|| state.clone()),
+            KvOp::Put { key, value } => Some(self.set(state, key, value)),
             KvOp::Append { key, value } => {
-                let old = Self::get(state, key, self.empty);
+                let old = state.values[key as usize];
                 let new = match self.appends.get(&(old, value)) {
                     Some(&new) => new,
                     None => {
@@ -193,15 +233,18 @@ impl ModelInstance for KvInstance {
                         new
                     }
                 };
-                Some(Self::set(state, key, new))
+                Some(self.set(state, key, new))
             }
         }
     }
 
     fn describe_state(&self, state: &KvState) -> String {
         let pairs: Vec<String> = state
+            .values
             .iter()
-            .map(|&(key, value)| format!("{}: {:?}", self.key_names[key as usize], self.strings.text(value)))
+            .enumerate()
+            .filter(|&(_, &value)| value != self.empty)
+            .map(|(key, &value)| format!("{}: {:?}", self.key_names[key], self.strings.text(value)))
             .collect();
         format!("{{{}}}", pairs.join(", "))
     }

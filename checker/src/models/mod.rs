@@ -95,6 +95,14 @@ pub trait ModelInstance: Send {
     fn describe_state(&self, state: &Self::State) -> String;
 }
 
+/// A 64-bit mix (SplitMix64's finaliser): spreads a key into a well-distributed hash.
+pub fn mix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
 /// Renders a value the way reports show it: `nil` for null, JSON otherwise.
 pub fn show(value: &Value) -> String {
     match value {

@@ -1,0 +1,181 @@
+//! Linearizability benchmarks, printed as figures beside Porcupine's reference timings.
+//!
+//! Run with `cargo bench -p helios-checker --bench linearizability`. Each memory figure is
+//! the peak resident set of a child process that checks one case, read from
+//! `/proc/self/status` (VmHWM), so the cases do not pollute each other's figures.
+
+use helios_checker::check::{check_file, CheckOptions};
+use helios_checker::format::{self, Format};
+use helios_checker::linear::{self, LinearOptions};
+use helios_checker::models::ModelSpec;
+use helios_checker::ops::{self, Operations};
+use helios_checker::synth::{register_history, RegisterHistoryConfig};
+use helios_checker::Verdict;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const CHILD_VARIABLE: &str = "HELIOS_BENCH_CHILD";
+
+fn histories() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../histories")
+}
+
+fn load(path: &Path, format: Format) -> Operations {
+    let source = format::open(path, Some(format)).expect("corpus file opens");
+    ops::pair(source.events, &path.display().to_string()).expect("corpus file pairs")
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn time_check(operations: &Operations, model: &ModelSpec, rounds: usize) -> (Duration, Verdict) {
+    let options = LinearOptions::default();
+    let mut samples = Vec::with_capacity(rounds);
+    let mut verdict = Verdict::Unknown;
+    for _ in 0..rounds {
+        let started = Instant::now();
+        verdict = linear::check(operations, model, &options).expect("well-shaped").verdict;
+        samples.push(started.elapsed());
+    }
+    (median(samples), verdict)
+}
+
+fn etcd() {
+    let model = ModelSpec::parse("cas-register(nil)").expect("valid model");
+    let folder = histories().join("porcupine-etcd");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&folder)
+        .expect("corpus folder")
+        .map(|entry| entry.expect("entry").path())
+        .collect();
+    files.sort();
+    let started = Instant::now();
+    let loaded: Vec<(PathBuf, Operations)> =
+        files.iter().map(|path| (path.clone(), load(path, Format::JepsenLog))).collect();
+    let parse_time = started.elapsed();
+    let mut total = Duration::ZERO;
+    let mut slowest = (Duration::ZERO, String::new());
+    let mut etcd_002 = Duration::ZERO;
+    for (path, operations) in &loaded {
+        let (time, _) = time_check(operations, &model, 9);
+        total += time;
+        let name = path.file_name().expect("file name").to_string_lossy().to_string();
+        if name == "etcd_002.log" {
+            etcd_002 = time;
+        }
+        if time > slowest.0 {
+            slowest = (time, name);
+        }
+    }
+    println!("etcd corpus ({} histories, cas-register(nil)):", loaded.len());
+    println!(
+        "  check, summed medians of 9 runs: {:>8.1} ms   (Porcupine v1.3.0: 553 ms for 102 histories; goal <= 1/5)",
+        ms(total)
+    );
+    println!("  etcd_002 alone:                  {:>8.1} ms   (Porcupine: 235 ms)", ms(etcd_002));
+    println!("  slowest: {} at {:.1} ms; parsing all files once: {:.1} ms", slowest.1, ms(slowest.0), ms(parse_time));
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
+}
+
+/// Runs one case in a child process and returns its printed figures.
+fn child(case: &str, argument: &str) -> String {
+    let output = Command::new(std::env::current_exe().expect("current exe"))
+        .env(CHILD_VARIABLE, case)
+        .env("HELIOS_BENCH_ARGUMENT", argument)
+        .output()
+        .expect("child runs");
+    assert!(output.status.success(), "child {case} failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+/// In the child: checks one file with one model, prints `verdict elapsed_ms peak_rss_mib`.
+fn run_child(case: &str) {
+    let argument = std::env::var("HELIOS_BENCH_ARGUMENT").expect("argument set");
+    let (path, model) = argument.split_once('|').expect("path|model");
+    let options = CheckOptions { model: Some(model.to_string()), ..Default::default() };
+    let started = Instant::now();
+    let report = check_file(Path::new(path), &options).expect("checkable");
+    let elapsed = started.elapsed();
+    println!("{case} {} {:.1} {:.1}", report.verdict, ms(elapsed), peak_rss_mib());
+}
+
+fn kv_single_partition() {
+    println!("kv with 10 clients as ONE partition (kv-single, no per-key split), read+pair+check:");
+    for name in ["c10-ok.txt", "c10-bad.txt"] {
+        let path = histories().join("porcupine-kv").join(name);
+        let mut times = Vec::new();
+        let mut last = String::new();
+        for _ in 0..5 {
+            last = child("kv", &format!("{}|kv-single", path.display()));
+            let fields: Vec<&str> = last.split_whitespace().collect();
+            times.push(fields[2].parse::<f64>().expect("elapsed"));
+        }
+        times.sort_by(f64::total_cmp);
+        let fields: Vec<&str> = last.split_whitespace().collect();
+        println!(
+            "  {name:<12} {:<8} median {:>7.1} ms over 5 runs, peak RSS {:>6.1} MiB   (Porcupine 2.2-2.4 s, 560-670 MB; goal < 500 ms, < 200 MB)",
+            fields[1],
+            times[2],
+            fields[3].parse::<f64>().unwrap_or(f64::NAN)
+        );
+    }
+}
+
+fn million_register_ops() {
+    let config = RegisterHistoryConfig {
+        n_ops: 1_000_000,
+        n_keys: 1000,
+        concurrency: 20,
+        info_rate: 0.01,
+        seed: 1,
+        ..Default::default()
+    };
+    let folder = std::env::temp_dir().join("helios-bench");
+    std::fs::create_dir_all(&folder).expect("temp folder");
+    let path = folder.join("register-1m.jsonl");
+    let started = Instant::now();
+    let history = register_history(&config);
+    let file = std::io::BufWriter::new(std::fs::File::create(&path).expect("create"));
+    helios_checker::jsonl::write_history(file, &history).expect("write");
+    drop(history);
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "generated 1,000,000 register ops (1000 keys, 20 processes, 1% info) in {:.1} s, {:.0} MB of JSON Lines",
+        started.elapsed().as_secs_f64(),
+        size as f64 / 1e6
+    );
+    let figures = child("register-1m", &format!("{}|cas-register(nil)", path.display()));
+    let fields: Vec<&str> = figures.split_whitespace().collect();
+    println!(
+        "  read+pair+check: {} in {:.2} s, peak RSS {} MiB   (goal < 10 s and < 2 GB on 2 cores)",
+        fields[1],
+        fields[2].parse::<f64>().unwrap_or(f64::NAN) / 1e3,
+        fields[3]
+    );
+    let _ = std::fs::remove_file(&path);
+}
+
+fn main() {
+    if let Ok(case) = std::env::var(CHILD_VARIABLE) {
+        run_child(&case);
+        return;
+    }
+    println!("threads: {}", rayon::current_num_threads());
+    etcd();
+    kv_single_partition();
+    million_register_ops();
+}
