@@ -1,6 +1,6 @@
 //! Key-value model of Porcupine's kv tests: `get`, `put` and `append` on string values.
 
-use super::{show, Model, ModelInstance, PartitionKey, ShapeError, ValueInterner};
+use super::{show, show_key, Model, ModelInstance, PartitionKey, ShapeError, ValueInterner};
 use crate::ops::Operation;
 use hashbrown::HashMap;
 use smallvec::SmallVec;
@@ -30,7 +30,7 @@ impl Model for KvModel {
 
     fn partition(&self, op: &Operation) -> PartitionKey {
         if self.split_by_key {
-            op.key.as_ref().map(show)
+            op.key.as_ref().map(show_key)
         } else {
             None
         }
@@ -131,7 +131,7 @@ fn slot_hash(key: u16, value: u32) -> u64 {
 impl KvInstance {
     fn key(&mut self, op: &Operation) -> Result<u16, ShapeError> {
         let name = match &op.key {
-            Some(key) => show(key),
+            Some(key) => show_key(key),
             None => return Err(ShapeError::new(op, false, "key", "kv operations need a key".into())),
         };
         if let Some(&id) = self.keys.get(&name) {

@@ -112,11 +112,30 @@ pub fn show(value: &Value) -> String {
     }
 }
 
+/// Renders a key: a string bare (`k7`), anything else as JSON. A string that would read as
+/// another JSON value (`"1"`, `"null"`) keeps its quotes, so that distinct keys never share a
+/// name, and so never share a partition.
+pub fn show_key(key: &Value) -> String {
+    match key {
+        Value::String(text) => {
+            let ambiguous = text.is_empty()
+                || matches!(text.as_str(), "null" | "true" | "false" | "nil")
+                || text.starts_with(|c: char| c.is_ascii_digit() || matches!(c, '-' | '[' | '{' | '"'));
+            if ambiguous {
+                format!("{text:?}")
+            } else {
+                text.clone()
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
 /// Describes an operation: `write 3`, `read → 3`, `cas [1,2] (info)`.
 pub fn describe_op(op: &Operation) -> String {
     let mut text = op.f.clone();
     if let Some(key) = &op.key {
-        text.push_str(&format!(" {}", show(key)));
+        text.push_str(&format!(" {}", show_key(key)));
     }
     if !op.input.is_null() {
         text.push_str(&format!(" {}", show(&op.input)));
@@ -127,4 +146,21 @@ pub fn describe_op(op: &Operation) -> String {
         _ => {}
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn distinct_keys_never_share_a_name() {
+        assert_eq!(show_key(&json!("k7")), "k7");
+        assert_eq!(show_key(&json!(1)), "1");
+        assert_eq!(show_key(&json!("1")), "\"1\"");
+        assert_eq!(show_key(&json!(null)), "null");
+        assert_eq!(show_key(&json!("null")), "\"null\"");
+        assert_eq!(show_key(&json!([1, 2])), "[1,2]");
+        assert_eq!(show_key(&json!("[1,2]")), "\"[1,2]\"");
+    }
 }

@@ -15,7 +15,7 @@ impl Model for MutexModel {
     }
 
     fn partition(&self, op: &Operation) -> PartitionKey {
-        op.key.as_ref().map(super::show)
+        op.key.as_ref().map(super::show_key)
     }
 
     fn instance(&self) -> MutexModel {

@@ -1,6 +1,6 @@
 //! Register and compare-and-set register models: `read`, `write`, and `cas [expected new]`.
 
-use super::{show, Model, ModelInstance, PartitionKey, ShapeError, ValueInterner};
+use super::{show, show_key, Model, ModelInstance, PartitionKey, ShapeError, ValueInterner};
 use crate::ops::Operation;
 use serde_json::Value;
 
@@ -30,7 +30,7 @@ impl Model for RegisterModel {
     }
 
     fn partition(&self, op: &Operation) -> PartitionKey {
-        op.key.as_ref().map(show)
+        op.key.as_ref().map(show_key)
     }
 
     fn instance(&self) -> RegisterInstance {

@@ -1,6 +1,6 @@
 //! Set model: `add` an element, `read` the whole set.
 
-use super::{show, Model, ModelInstance, PartitionKey, ShapeError, ValueInterner};
+use super::{show, show_key, Model, ModelInstance, PartitionKey, ShapeError, ValueInterner};
 use crate::ops::Operation;
 
 /// A set per key, initially empty. A read returns every element, in any order.
@@ -15,7 +15,7 @@ impl Model for SetModel {
     }
 
     fn partition(&self, op: &Operation) -> PartitionKey {
-        op.key.as_ref().map(show)
+        op.key.as_ref().map(show_key)
     }
 
     fn instance(&self) -> SetInstance {
