@@ -37,7 +37,9 @@ fn time_check(operations: &Operations, model: &ModelSpec, rounds: usize) -> (Dur
     let mut verdict = Verdict::Unknown;
     for _ in 0..rounds {
         let started = Instant::now();
-        verdict = linear::check(operations, model, &options).expect("well-shaped").verdict;
+        verdict = linear::check(operations, model, &options)
+            .expect("well-shaped")
+            .verdict;
         samples.push(started.elapsed());
     }
     (median(samples), verdict)
@@ -52,8 +54,10 @@ fn etcd() {
         .collect();
     files.sort();
     let started = Instant::now();
-    let loaded: Vec<(PathBuf, Operations)> =
-        files.iter().map(|path| (path.clone(), load(path, Format::JepsenLog))).collect();
+    let loaded: Vec<(PathBuf, Operations)> = files
+        .iter()
+        .map(|path| (path.clone(), load(path, Format::JepsenLog)))
+        .collect();
     let parse_time = started.elapsed();
     let mut total = Duration::ZERO;
     let mut slowest = (Duration::ZERO, String::new());
@@ -61,7 +65,11 @@ fn etcd() {
     for (path, operations) in &loaded {
         let (time, _) = time_check(operations, &model, 9);
         total += time;
-        let name = path.file_name().expect("file name").to_string_lossy().to_string();
+        let name = path
+            .file_name()
+            .expect("file name")
+            .to_string_lossy()
+            .to_string();
         if name == "etcd_002.log" {
             etcd_002 = time;
         }
@@ -69,13 +77,24 @@ fn etcd() {
             slowest = (time, name);
         }
     }
-    println!("etcd corpus ({} histories, cas-register(nil)):", loaded.len());
+    println!(
+        "etcd corpus ({} histories, cas-register(nil)):",
+        loaded.len()
+    );
     println!(
         "  check, summed medians of 9 runs: {:>8.1} ms   (Porcupine v1.3.0: 553 ms for 102 histories; goal <= 1/5)",
         ms(total)
     );
-    println!("  etcd_002 alone:                  {:>8.1} ms   (Porcupine: 235 ms)", ms(etcd_002));
-    println!("  slowest: {} at {:.1} ms; parsing all files once: {:.1} ms", slowest.1, ms(slowest.0), ms(parse_time));
+    println!(
+        "  etcd_002 alone:                  {:>8.1} ms   (Porcupine: 235 ms)",
+        ms(etcd_002)
+    );
+    println!(
+        "  slowest: {} at {:.1} ms; parsing all files once: {:.1} ms",
+        slowest.1,
+        ms(slowest.0),
+        ms(parse_time)
+    );
 }
 
 fn ms(duration: Duration) -> f64 {
@@ -89,7 +108,11 @@ fn child(case: &str, argument: &str) -> String {
         .env("HELIOS_BENCH_ARGUMENT", argument)
         .output()
         .expect("child runs");
-    assert!(output.status.success(), "child {case} failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "child {case} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
@@ -98,7 +121,13 @@ fn peak_rss_mib() -> f64 {
     status
         .lines()
         .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
@@ -106,11 +135,19 @@ fn peak_rss_mib() -> f64 {
 fn run_child(case: &str) {
     let argument = std::env::var("HELIOS_BENCH_ARGUMENT").expect("argument set");
     let (path, model) = argument.split_once('|').expect("path|model");
-    let options = CheckOptions { model: Some(model.to_string()), ..Default::default() };
+    let options = CheckOptions {
+        model: Some(model.to_string()),
+        ..Default::default()
+    };
     let started = Instant::now();
     let report = check_file(Path::new(path), &options).expect("checkable");
     let elapsed = started.elapsed();
-    println!("{case} {} {:.1} {:.1}", report.verdict, ms(elapsed), peak_rss_mib());
+    println!(
+        "{case} {} {:.1} {:.1}",
+        report.verdict,
+        ms(elapsed),
+        peak_rss_mib()
+    );
 }
 
 fn kv_single_partition() {
@@ -158,7 +195,10 @@ fn million_register_ops() {
         started.elapsed().as_secs_f64(),
         size as f64 / 1e6
     );
-    let figures = child("register-1m", &format!("{}|cas-register(nil)", path.display()));
+    let figures = child(
+        "register-1m",
+        &format!("{}|cas-register(nil)", path.display()),
+    );
     let fields: Vec<&str> = figures.split_whitespace().collect();
     println!(
         "  read+pair+check: {} in {:.2} s, peak RSS {} MiB   (goal < 10 s and < 2 GB on 2 cores)",

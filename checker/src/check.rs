@@ -92,7 +92,10 @@ pub fn check_operations(
     started: Instant,
 ) -> Result<Report, CheckError> {
     let (spec, model_source) = match &options.model {
-        Some(name) => (Some(ModelSpec::parse(name).map_err(CheckError::Usage)?), "given".to_string()),
+        Some(name) => (
+            Some(ModelSpec::parse(name).map_err(CheckError::Usage)?),
+            "given".to_string(),
+        ),
         None => detect_model(format, header.as_ref(), &operations).map_err(CheckError::Usage)?,
     };
     let mut report = Report {
@@ -113,7 +116,9 @@ pub fn check_operations(
         Some(spec) => {
             let linear_options = LinearOptions {
                 timeout: options.timeout,
-                max_states: options.max_states.unwrap_or(LinearOptions::default().max_states),
+                max_states: options
+                    .max_states
+                    .unwrap_or(LinearOptions::default().max_states),
                 max_memory_bytes: options
                     .max_memory_bytes
                     .unwrap_or(LinearOptions::default().max_memory_bytes),
@@ -140,7 +145,12 @@ pub fn check_operations(
 }
 
 fn shape_to_input(file: &str, error: ShapeError) -> CheckError {
-    CheckError::Input(InputError::malformed(file, error.line, Some(error.field), error.message))
+    CheckError::Input(InputError::malformed(
+        file,
+        error.line,
+        Some(error.field),
+        error.message,
+    ))
 }
 
 /// Picks a model from the header, the format, or the operations themselves.
@@ -149,8 +159,14 @@ fn detect_model(
     header: Option<&Header>,
     operations: &Operations,
 ) -> Result<(Option<ModelSpec>, String), String> {
-    if let Some(name) = header.and_then(|h| h.extra.get("model")).and_then(|m| m.as_str()) {
-        return Ok((Some(ModelSpec::parse(name)?), "named by the history's header".to_string()));
+    if let Some(name) = header
+        .and_then(|h| h.extra.get("model"))
+        .and_then(|m| m.as_str())
+    {
+        return Ok((
+            Some(ModelSpec::parse(name)?),
+            "named by the history's header".to_string(),
+        ));
     }
     if let Some(workload) = header.and_then(|h| h.workload.as_deref()) {
         let name = match workload {
@@ -161,7 +177,10 @@ fn detect_model(
             _ => None,
         };
         if let Some(name) = name {
-            return Ok((Some(ModelSpec::parse(name)?), format!("for the {workload} workload")));
+            return Ok((
+                Some(ModelSpec::parse(name)?),
+                format!("for the {workload} workload"),
+            ));
         }
     }
     let detected = match format {
@@ -176,13 +195,31 @@ fn detect_model(
 }
 
 fn detect_from_operations(operations: &Operations) -> Option<(&'static str, &'static str)> {
-    let has = |names: &[&str]| operations.ops.iter().any(|op| names.contains(&op.f.as_str()));
+    let has = |names: &[&str]| {
+        operations
+            .ops
+            .iter()
+            .any(|op| names.contains(&op.f.as_str()))
+    };
     if has(&["txn"]) {
-        let micro_f = operations.ops.iter().filter(|op| op.f == "txn").find_map(|op| {
-            op.input.as_array()?.first()?.as_array()?.first()?.as_str().map(str::to_string)
-        });
+        let micro_f = operations
+            .ops
+            .iter()
+            .filter(|op| op.f == "txn")
+            .find_map(|op| {
+                op.input
+                    .as_array()?
+                    .first()?
+                    .as_array()?
+                    .first()?
+                    .as_str()
+                    .map(str::to_string)
+            });
         return match micro_f.as_deref() {
-            Some("read" | "write") => Some(("multi-register(0)", "txn of reads and writes, Knossos's multi-register with registers at 0")),
+            Some("read" | "write") => Some((
+                "multi-register(0)",
+                "txn of reads and writes, Knossos's multi-register with registers at 0",
+            )),
             _ => None,
         };
     }

@@ -102,11 +102,19 @@ pub struct Event {
     /// The operation's function: `read`, `write`, `cas`, `txn`, `start-partition`, ...
     pub f: String,
     /// The key the operation touches, for keyed workloads.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub key: Option<Value>,
     /// The operation's argument (on invoke) or result (on completion). `Some(Null)` is an
     /// explicit `null`; `None` means the field was absent.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub value: Option<Value>,
     /// The node that served the operation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -115,7 +123,11 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<Value>,
     /// A transaction id.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub tx: Option<Value>,
     /// Fields this version does not know, kept so that nothing is lost on a round trip.
     #[serde(flatten)]

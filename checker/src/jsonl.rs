@@ -102,7 +102,12 @@ impl<R: BufRead> Iterator for JsonlReader<R> {
 
 fn parse_header(file: &str, line: u64, text: &str) -> Result<Header, InputError> {
     let header: Header = serde_json::from_str(text).map_err(|error| {
-        InputError::malformed(file, line, Some("helios_history"), format!("bad header: {error}"))
+        InputError::malformed(
+            file,
+            line,
+            Some("helios_history"),
+            format!("bad header: {error}"),
+        )
     })?;
     if header.helios_history != 1 {
         return Err(InputError::malformed(
@@ -120,16 +125,23 @@ fn parse_header(file: &str, line: u64, text: &str) -> Result<Header, InputError>
 /// This is the slow path, taken only for a bad line: it re-reads the line as a plain
 /// JSON value and checks each field in turn.
 fn diagnose(file: &str, line: u64, text: &str, error: &serde_json::Error) -> InputError {
-    let bad = |field: Option<&str>, message: String| InputError::malformed(file, line, field, message);
+    let bad =
+        |field: Option<&str>, message: String| InputError::malformed(file, line, field, message);
     let value: Value = match serde_json::from_str(text) {
         Ok(value) => value,
         Err(_) if error.is_eof() => {
-            return bad(None, format!("truncated JSON ({error}); was the file cut short?"))
+            return bad(
+                None,
+                format!("truncated JSON ({error}); was the file cut short?"),
+            )
         }
         Err(_) => return bad(None, format!("not valid JSON: {error}")),
     };
     let Some(object) = value.as_object() else {
-        return bad(None, format!("expected a JSON object, found {}", kind_of(&value)));
+        return bad(
+            None,
+            format!("expected a JSON object, found {}", kind_of(&value)),
+        );
     };
     let types = "invoke|ok|fail|info";
     match object.get("type") {
@@ -140,19 +152,35 @@ fn diagnose(file: &str, line: u64, text: &str, error: &serde_json::Error) -> Inp
     for field in ["index", "time"] {
         match object.get(field) {
             None if field == "time" => {}
-            None => return bad(Some(field), "missing; expected a non-negative integer".into()),
+            None => {
+                return bad(
+                    Some(field),
+                    "missing; expected a non-negative integer".into(),
+                )
+            }
             Some(value) if value.is_u64() => {}
             Some(other) => {
-                return bad(Some(field), format!("expected a non-negative integer, found {other}"))
+                return bad(
+                    Some(field),
+                    format!("expected a non-negative integer, found {other}"),
+                )
             }
         }
     }
     match object.get("process") {
         Some(Value::Number(n)) if n.is_u64() => {}
         Some(Value::String(_)) => {}
-        None => return bad(Some("process"), "missing; expected an integer or a name".into()),
+        None => {
+            return bad(
+                Some("process"),
+                "missing; expected an integer or a name".into(),
+            )
+        }
         Some(other) => {
-            return bad(Some("process"), format!("expected an integer or a name, found {other}"))
+            return bad(
+                Some("process"),
+                format!("expected an integer or a name, found {other}"),
+            )
         }
     }
     match object.get("f") {
@@ -271,21 +299,36 @@ mod tests {
     #[test]
     fn wrong_field_types_are_named() {
         let cases = [
-            (r#"{"index":0,"type":"ok","process":[1],"f":"read"}"#, "process"),
+            (
+                r#"{"index":0,"type":"ok","process":[1],"f":"read"}"#,
+                "process",
+            ),
             (r#"{"index":0,"type":"ok","process":1,"f":7}"#, "f"),
-            (r#"{"index":-1,"type":"ok","process":1,"f":"read"}"#, "index"),
-            (r#"{"index":0,"time":"soon","type":"ok","process":1,"f":"read"}"#, "time"),
+            (
+                r#"{"index":-1,"type":"ok","process":1,"f":"read"}"#,
+                "index",
+            ),
+            (
+                r#"{"index":0,"time":"soon","type":"ok","process":1,"f":"read"}"#,
+                "time",
+            ),
             (r#"{"index":0,"type":"ok","process":1}"#, "f"),
         ];
         for (line, field) in cases {
             let error = read(line).unwrap_err();
-            assert!(error.starts_with(&format!("h.jsonl:1: field \"{field}\"")), "{error}");
+            assert!(
+                error.starts_with(&format!("h.jsonl:1: field \"{field}\"")),
+                "{error}"
+            );
         }
     }
 
     #[test]
     fn a_header_of_another_version_is_refused() {
         let error = read("{\"helios_history\":2}\n").unwrap_err();
-        assert_eq!(error, "h.jsonl:1: field \"helios_history\": unsupported version 2, expected 1");
+        assert_eq!(
+            error,
+            "h.jsonl:1: field \"helios_history\": unsupported version 2, expected 1"
+        );
     }
 }

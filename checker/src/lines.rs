@@ -157,7 +157,10 @@ mod tests {
     #[test]
     fn binary_garbage_is_an_error_naming_its_line() {
         let got = collect(b"fine\n\xff\xfe\x00\n", 100);
-        assert_eq!(got[1].clone().unwrap_err(), "t:2: not UTF-8 text (invalid byte at column 1)");
+        assert_eq!(
+            got[1].clone().unwrap_err(),
+            "t:2: not UTF-8 text (invalid byte at column 1)"
+        );
         assert_eq!(got.len(), 2);
     }
 }

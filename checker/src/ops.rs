@@ -277,6 +277,9 @@ mod tests {
 
     #[test]
     fn an_empty_history_is_an_error() {
-        assert_eq!(pair_text("\n\n").unwrap_err(), "h.jsonl: empty history: no events");
+        assert_eq!(
+            pair_text("\n\n").unwrap_err(),
+            "h.jsonl: empty history: no events"
+        );
     }
 }

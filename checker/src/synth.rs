@@ -99,7 +99,9 @@ fn plan(config: &RegisterHistoryConfig, rng: &mut ChaCha8Rng) -> Vec<Planned> {
     let mut processes: Vec<u64> = (0..config.concurrency as u64).collect();
     for _ in 0..config.n_ops {
         // The client whose clock is earliest goes next, so clients run concurrently.
-        let client = (0..config.concurrency).min_by_key(|&c| clocks[c]).expect("concurrency > 0");
+        let client = (0..config.concurrency)
+            .min_by_key(|&c| clocks[c])
+            .expect("concurrency > 0");
         let invoke = clocks[client] + rng.gen_range(1..50);
         let complete = invoke + rng.gen_range(1..200);
         let point = rng.gen_range(invoke..=complete);
@@ -110,7 +112,10 @@ fn plan(config: &RegisterHistoryConfig, rng: &mut ChaCha8Rng) -> Vec<Planned> {
         } else if roll < config.read_rate + (1.0 - config.read_rate) / 2.0 {
             Kind::Write(rng.gen_range(0..config.n_values))
         } else {
-            Kind::Cas(rng.gen_range(0..config.n_values), rng.gen_range(0..config.n_values))
+            Kind::Cas(
+                rng.gen_range(0..config.n_values),
+                rng.gen_range(0..config.n_values),
+            )
         };
         let unknown = rng.gen_bool(config.info_rate);
         let took_effect = !unknown || rng.gen_bool(0.5);
@@ -172,20 +177,38 @@ mod tests {
 
     #[test]
     fn generation_is_deterministic_for_a_seed() {
-        let config = RegisterHistoryConfig { n_ops: 200, seed: 7, ..Default::default() };
+        let config = RegisterHistoryConfig {
+            n_ops: 200,
+            seed: 7,
+            ..Default::default()
+        };
         assert_eq!(register_history(&config), register_history(&config));
         let other = RegisterHistoryConfig { seed: 8, ..config };
-        assert_ne!(register_history(&other), register_history(&RegisterHistoryConfig { seed: 7, ..other.clone() }));
+        assert_ne!(
+            register_history(&other),
+            register_history(&RegisterHistoryConfig {
+                seed: 7,
+                ..other.clone()
+            })
+        );
     }
 
     #[test]
     fn every_invoke_has_one_completion_and_indices_are_dense() {
-        let history = register_history(&RegisterHistoryConfig { n_ops: 500, info_rate: 0.1, ..Default::default() });
+        let history = register_history(&RegisterHistoryConfig {
+            n_ops: 500,
+            info_rate: 0.1,
+            ..Default::default()
+        });
         assert_eq!(history.events.len(), 1000);
         for (i, event) in history.events.iter().enumerate() {
             assert_eq!(event.index, i as u64);
         }
-        let invokes = history.events.iter().filter(|e| e.kind == EventType::Invoke).count();
+        let invokes = history
+            .events
+            .iter()
+            .filter(|e| e.kind == EventType::Invoke)
+            .count();
         assert_eq!(invokes, 500);
     }
 }

@@ -25,14 +25,20 @@ fn every_linearizability_entry_of_the_manifest_gets_its_expected_verdict() {
     let manifest = std::fs::read_to_string(histories().join("manifest.tsv")).unwrap();
     let mut checked = 0;
     let mut disagreements = Vec::new();
-    for line in manifest.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+    for line in manifest
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
         let columns: Vec<&str> = line.split('\t').collect();
         let [path, format, model, expected] = columns[..] else {
             panic!("manifest line has {} columns: {line}", columns.len());
         };
         let Some(model) = model_name(model) else {
             // list-append entries are judged by the isolation checker, not by linearizability.
-            assert_eq!(model, "list-append", "unmapped model in manifest line: {line}");
+            assert_eq!(
+                model, "list-append",
+                "unmapped model in manifest line: {line}"
+            );
             continue;
         };
         let expected = match expected {
@@ -48,15 +54,25 @@ fn every_linearizability_entry_of_the_manifest_gets_its_expected_verdict() {
         let report = check_file(&histories().join(path), &options)
             .unwrap_or_else(|error| panic!("{path}: {error}"));
         if report.verdict != expected {
-            disagreements.push(format!("{path}: expected {expected}, got {}", report.verdict));
+            disagreements.push(format!(
+                "{path}: expected {expected}, got {}",
+                report.verdict
+            ));
         }
         if expected == Verdict::Invalid {
-            let witness = report.linearizability.as_ref().and_then(|l| l.witness.as_ref());
+            let witness = report
+                .linearizability
+                .as_ref()
+                .and_then(|l| l.witness.as_ref());
             assert!(witness.is_some(), "{path}: invalid without a witness");
         }
         checked += 1;
     }
-    assert!(disagreements.is_empty(), "disagreements:\n{}", disagreements.join("\n"));
+    assert!(
+        disagreements.is_empty(),
+        "disagreements:\n{}",
+        disagreements.join("\n")
+    );
     assert_eq!(checked, 136, "every linearizability entry is checked");
 }
 
@@ -68,7 +84,10 @@ fn detection_picks_a_model_that_agrees_with_the_manifest_for_logs_and_kv() {
         ("porcupine-kv/c10-ok.txt", Verdict::Valid),
         ("porcupine-kv/c01-bad.txt", Verdict::Invalid),
         ("knossos/cas-register/bad/cas-failure.edn", Verdict::Invalid),
-        ("knossos/multi-register/good/multi-register.edn", Verdict::Valid),
+        (
+            "knossos/multi-register/good/multi-register.edn",
+            Verdict::Valid,
+        ),
     ] {
         let report = check_file(&histories().join(path), &CheckOptions::default()).unwrap();
         assert_eq!(report.verdict, expected, "{path}: {}", report.summary());
@@ -79,27 +98,53 @@ fn detection_picks_a_model_that_agrees_with_the_manifest_for_logs_and_kv() {
 fn every_handmade_history_gets_the_verdict_its_header_explains() {
     let manifest = std::fs::read_to_string(histories().join("handmade/manifest.tsv")).unwrap();
     let mut checked = 0;
-    for line in manifest.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+    for line in manifest
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
         let columns: Vec<&str> = line.split('\t').collect();
         let [path, _format, _model, expected, why] = columns[..] else {
-            panic!("handmade manifest line has {} columns: {line}", columns.len());
+            panic!(
+                "handmade manifest line has {} columns: {line}",
+                columns.len()
+            );
         };
-        let expected = if expected == "linearizable" { Verdict::Valid } else { Verdict::Invalid };
+        let expected = if expected == "linearizable" {
+            Verdict::Valid
+        } else {
+            Verdict::Invalid
+        };
         // No --model: the header names the model, as `helios run` histories do.
         let report = check_file(&histories().join(path), &CheckOptions::default())
             .unwrap_or_else(|error| panic!("{path}: {error}"));
-        assert_eq!(report.verdict, expected, "{path} ({why}):\n{}", report.summary());
+        assert_eq!(
+            report.verdict,
+            expected,
+            "{path} ({why}):\n{}",
+            report.summary()
+        );
         checked += 1;
     }
-    assert!(checked >= 12, "a dozen hand-made histories at least, found {checked}");
+    assert!(
+        checked >= 12,
+        "a dozen hand-made histories at least, found {checked}"
+    );
 }
 
 #[test]
 fn the_witness_names_the_stale_read_and_the_state_it_should_have_seen() {
-    let report = check_file(&histories().join("handmade/stale-read.jsonl"), &CheckOptions::default()).unwrap();
+    let report = check_file(
+        &histories().join("handmade/stale-read.jsonl"),
+        &CheckOptions::default(),
+    )
+    .unwrap();
     let witness = report.linearizability.unwrap().witness.unwrap();
     assert_eq!(witness.description, "process 1: read → 1 (lines 6-7)");
-    assert_eq!(witness.prefix.len(), 2, "both writes linearize before the read");
+    assert_eq!(
+        witness.prefix.len(),
+        2,
+        "both writes linearize before the read"
+    );
     assert_eq!(witness.state, "2");
 }
 
@@ -114,5 +159,9 @@ fn the_witness_of_a_keyed_history_is_in_the_bad_key() {
     assert_eq!(linear.n_partitions, 2);
     let witness = linear.witness.unwrap();
     assert_eq!(witness.key.as_deref(), Some("b"));
-    assert!(witness.description.contains("read b → 1"), "{}", witness.description);
+    assert!(
+        witness.description.contains("read b → 1"),
+        "{}",
+        witness.description
+    );
 }

@@ -17,7 +17,9 @@ fn operations(history: &History) -> Operations {
 
 fn verdict(operations: &Operations) -> Verdict {
     let spec = ModelSpec::parse("cas-register(nil)").unwrap();
-    linear::check(operations, &spec, &LinearOptions::default()).unwrap().verdict
+    linear::check(operations, &spec, &LinearOptions::default())
+        .unwrap()
+        .verdict
 }
 
 /// The brute-force oracle: tries every order that respects real time. An operation can go
@@ -63,7 +65,11 @@ fn oracle(ops: &[&Operation], placed: &mut Vec<bool>, state: &Value) -> bool {
 }
 
 fn oracle_verdict(operations: &Operations) -> Verdict {
-    let ops: Vec<&Operation> = operations.ops.iter().filter(|op| op.outcome != Outcome::Fail).collect();
+    let ops: Vec<&Operation> = operations
+        .ops
+        .iter()
+        .filter(|op| op.outcome != Outcome::Fail)
+        .collect();
     let mut placed = vec![false; ops.len()];
     if oracle(&ops, &mut placed, &Value::Null) {
         Verdict::Valid
@@ -84,8 +90,22 @@ struct Step {
 }
 
 fn step() -> impl Strategy<Value = Step> {
-    (0..3u64, 0..3u8, 0..3i64, 0..3i64, 0..10u8, proptest::option::of(0..3i64))
-        .prop_map(|(process, f, a, b, outcome, read)| Step { process, f, a, b, outcome, read })
+    (
+        0..3u64,
+        0..3u8,
+        0..3i64,
+        0..3i64,
+        0..10u8,
+        proptest::option::of(0..3i64),
+    )
+        .prop_map(|(process, f, a, b, outcome, read)| Step {
+            process,
+            f,
+            a,
+            b,
+            outcome,
+            read,
+        })
 }
 
 /// Builds a well-formed history: a step either invokes on an idle process or completes its
@@ -173,17 +193,42 @@ proptest! {
 
 #[test]
 fn a_budget_that_runs_out_gives_unknown_never_valid() {
-    let config = RegisterHistoryConfig { n_ops: 2000, n_keys: 1, concurrency: 10, info_rate: 0.05, seed: 3, ..Default::default() };
+    let config = RegisterHistoryConfig {
+        n_ops: 2000,
+        n_keys: 1,
+        concurrency: 10,
+        info_rate: 0.05,
+        seed: 3,
+        ..Default::default()
+    };
     let operations = operations(&register_history(&config));
     let spec = ModelSpec::parse("cas-register(nil)").unwrap();
-    let tiny = LinearOptions { max_states: 10, ..LinearOptions::default() };
+    let tiny = LinearOptions {
+        max_states: 10,
+        ..LinearOptions::default()
+    };
     let report = linear::check(&operations, &spec, &tiny).unwrap();
     assert_eq!(report.verdict, Verdict::Unknown);
-    assert_eq!(report.unknown_reason, Some(linear::search::UnknownReason::StateBudget));
-    let no_time = LinearOptions { timeout: Some(std::time::Duration::ZERO), ..LinearOptions::default() };
-    assert_eq!(linear::check(&operations, &spec, &no_time).unwrap().verdict, Verdict::Unknown);
-    let no_memory = LinearOptions { max_memory_bytes: 1, ..LinearOptions::default() };
+    assert_eq!(
+        report.unknown_reason,
+        Some(linear::search::UnknownReason::StateBudget)
+    );
+    let no_time = LinearOptions {
+        timeout: Some(std::time::Duration::ZERO),
+        ..LinearOptions::default()
+    };
+    assert_eq!(
+        linear::check(&operations, &spec, &no_time).unwrap().verdict,
+        Verdict::Unknown
+    );
+    let no_memory = LinearOptions {
+        max_memory_bytes: 1,
+        ..LinearOptions::default()
+    };
     let report = linear::check(&operations, &spec, &no_memory).unwrap();
     assert_eq!(report.verdict, Verdict::Unknown);
-    assert_eq!(report.unknown_reason, Some(linear::search::UnknownReason::MemoryCap));
+    assert_eq!(
+        report.unknown_reason,
+        Some(linear::search::UnknownReason::MemoryCap)
+    );
 }

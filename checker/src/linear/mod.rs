@@ -114,7 +114,11 @@ pub struct LinearReport {
 const WITNESS_TAIL: usize = 12;
 
 /// Checks `history` against the model named by `spec`.
-pub fn check(history: &Operations, spec: &ModelSpec, options: &LinearOptions) -> Result<LinearReport, ShapeError> {
+pub fn check(
+    history: &Operations,
+    spec: &ModelSpec,
+    options: &LinearOptions,
+) -> Result<LinearReport, ShapeError> {
     match spec {
         ModelSpec::Register(model) => check_model(history, model, options),
         ModelSpec::Kv(model) => check_model(history, model, options),
@@ -163,7 +167,10 @@ pub fn check_model<M: Model>(
         match result {
             Ok(report) => reports.push(report),
             Err(error) => {
-                if first_error.as_ref().is_none_or(|first| error.line < first.line) {
+                if first_error
+                    .as_ref()
+                    .is_none_or(|first| error.line < first.line)
+                {
                     first_error = Some(error);
                 }
             }
@@ -182,7 +189,10 @@ fn assemble(
     options: &LinearOptions,
     started: Instant,
 ) -> LinearReport {
-    let verdict = reports.iter().map(|(report, _)| report.verdict).fold(Verdict::Valid, Verdict::combine);
+    let verdict = reports
+        .iter()
+        .map(|(report, _)| report.verdict)
+        .fold(Verdict::Valid, Verdict::combine);
     let n_ops = reports.iter().map(|(report, _)| report.n_ops).sum();
     let n_partitions = reports.len();
     // The first invalid partition in key order gives the witness, so that reports are stable.
@@ -224,8 +234,16 @@ fn check_partition<M: Model>(
     let mut sources: Vec<&Operation> = Vec::with_capacity(ops.len());
     for &op in ops {
         if let Some(compact) = instance.encode(op)? {
-            let ret = if op.outcome == Outcome::Ok { op.complete_index } else { None };
-            encoded.push(PartitionOp { op: compact, call: op.invoke_index, ret });
+            let ret = if op.outcome == Outcome::Ok {
+                op.complete_index
+            } else {
+                None
+            };
+            encoded.push(PartitionOp {
+                op: compact,
+                call: op.invoke_index,
+                ret,
+            });
             sources.push(op);
         }
     }
@@ -245,7 +263,11 @@ fn check_partition<M: Model>(
         key: key.clone(),
         op: sources[stuck as usize].id,
         description: describe_located(sources[stuck as usize]),
-        prefix: result.linearization.iter().map(|&at| sources[at as usize].id).collect(),
+        prefix: result
+            .linearization
+            .iter()
+            .map(|&at| sources[at as usize].id)
+            .collect(),
         prefix_tail: steps[steps.len().saturating_sub(WITNESS_TAIL)..].to_vec(),
         state: instance.describe_state(&result.state),
     });
@@ -257,7 +279,11 @@ fn check_partition<M: Model>(
             SearchOutcome::Unknown(reason) => Some(reason),
             _ => None,
         },
-        steps: if options.keep_linearizations { steps } else { Vec::new() },
+        steps: if options.keep_linearizations {
+            steps
+        } else {
+            Vec::new()
+        },
         states_memoised: result.states_memoised,
         elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
     };

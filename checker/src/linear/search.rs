@@ -120,13 +120,25 @@ impl EntryList {
             }
         }
         items.sort_unstable();
-        let blank = Entry { op: NONE, is_call: false, partner: NONE, prev: NONE, next: NONE };
+        let blank = Entry {
+            op: NONE,
+            is_call: false,
+            partner: NONE,
+            prev: NONE,
+            next: NONE,
+        };
         let mut entries = vec![blank; items.len() + 2];
         let mut call_entry = vec![NONE; ops.len()];
         let mut previous = HEAD;
         for (offset, &(_, is_call, op)) in items.iter().enumerate() {
             let at = u32::try_from(offset + 2).expect("entry count fits in u32");
-            entries[at as usize] = Entry { op, is_call, partner: NONE, prev: previous, next: NONE };
+            entries[at as usize] = Entry {
+                op,
+                is_call,
+                partner: NONE,
+                prev: previous,
+                next: NONE,
+            };
             entries[previous as usize].next = at;
             if is_call {
                 call_entry[op as usize] = at;
@@ -191,7 +203,11 @@ impl<State: Eq> MemoTable<State> {
         let words = self.words;
         let found = self.table.entry(
             hash,
-            |memo| memo.hash == hash && memo.state == *state && arena[memo.bits_at..memo.bits_at + words] == *bits,
+            |memo| {
+                memo.hash == hash
+                    && memo.state == *state
+                    && arena[memo.bits_at..memo.bits_at + words] == *bits
+            },
             |memo| memo.hash,
         );
         match found {
@@ -199,7 +215,11 @@ impl<State: Eq> MemoTable<State> {
             TableEntry::Vacant(vacant) => {
                 let bits_at = self.arena.len();
                 self.arena.extend_from_slice(bits);
-                vacant.insert(Memo { hash, bits_at, state: state.clone() });
+                vacant.insert(Memo {
+                    hash,
+                    bits_at,
+                    state: state.clone(),
+                });
                 true
             }
         }
@@ -225,7 +245,11 @@ pub fn search<I: ModelInstance>(
     let zobrist: Vec<u64> = (0..ops.len() as u64).map(mix64).collect();
     let mut bits_hash = 0u64;
     let hasher = DefaultHashBuilder::default();
-    let mut memo = MemoTable { table: HashTable::new(), arena: Vec::new(), words };
+    let mut memo = MemoTable {
+        table: HashTable::new(),
+        arena: Vec::new(),
+        words,
+    };
     let mut state = instance.init();
     let mut stack: Vec<(u32, I::State)> = Vec::new();
     let mut remaining_ok = ops.iter().filter(|op| op.ret.is_some()).count();
@@ -241,14 +265,19 @@ pub fn search<I: ModelInstance>(
         steps += 1;
         if steps % CHECK_EVERY == 0 {
             let bytes = memo.bytes();
-            let total = budget.memory_in_use.fetch_add(bytes - memory_reported, Ordering::Relaxed)
+            let total = budget
+                .memory_in_use
+                .fetch_add(bytes - memory_reported, Ordering::Relaxed)
                 + (bytes - memory_reported);
             memory_reported = bytes;
             if let Some(reason) = exhausted(budget, memo.table.len() as u64, total) {
                 break SearchOutcome::Unknown(reason);
             }
         }
-        assert!(entry != TAIL, "the list ended while ok operations remained to place");
+        assert!(
+            entry != TAIL,
+            "the list ended while ok operations remained to place"
+        );
         let current = list.entries[entry as usize];
         if current.is_call {
             let op = current.op as usize;
@@ -271,8 +300,14 @@ pub fn search<I: ModelInstance>(
             entry = current.next;
         } else {
             // A return entry: its operation had to be linearized by now, and was not.
-            if best.as_ref().is_none_or(|(prefix, _, _)| stack.len() > prefix.len()) {
-                let prefix = stack.iter().map(|&(call, _)| list.entries[call as usize].op).collect();
+            if best
+                .as_ref()
+                .is_none_or(|(prefix, _, _)| stack.len() > prefix.len())
+            {
+                let prefix = stack
+                    .iter()
+                    .map(|&(call, _)| list.entries[call as usize].op)
+                    .collect();
                 best = Some((prefix, state.clone(), current.op));
             }
             let Some((call, previous_state)) = stack.pop() else {
@@ -290,12 +325,17 @@ pub fn search<I: ModelInstance>(
             entry = undone.next;
         }
     };
-    budget.memory_in_use.fetch_sub(memory_reported, Ordering::Relaxed);
+    budget
+        .memory_in_use
+        .fetch_sub(memory_reported, Ordering::Relaxed);
     let states_memoised = memo.table.len() as u64;
     match outcome {
         SearchOutcome::Linearizable => SearchResult {
             outcome,
-            linearization: stack.iter().map(|&(call, _)| list.entries[call as usize].op).collect(),
+            linearization: stack
+                .iter()
+                .map(|&(call, _)| list.entries[call as usize].op)
+                .collect(),
             state,
             stuck: None,
             states_memoised,
@@ -306,8 +346,19 @@ pub fn search<I: ModelInstance>(
                 Some((prefix, state, stuck)) => (prefix, state, Some(stuck)),
                 None => (Vec::new(), instance.init(), None),
             };
-            let stuck = if outcome == SearchOutcome::NotLinearizable { stuck } else { None };
-            SearchResult { outcome, linearization, state, stuck, states_memoised, steps }
+            let stuck = if outcome == SearchOutcome::NotLinearizable {
+                stuck
+            } else {
+                None
+            };
+            SearchResult {
+                outcome,
+                linearization,
+                state,
+                stuck,
+                states_memoised,
+                steps,
+            }
         }
     }
 }
@@ -315,7 +366,10 @@ pub fn search<I: ModelInstance>(
 fn exhausted(budget: &Budget<'_>, states: u64, memory: u64) -> Option<UnknownReason> {
     if budget.cancel.load(Ordering::Relaxed) {
         Some(UnknownReason::Cancelled)
-    } else if budget.deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+    } else if budget
+        .deadline
+        .is_some_and(|deadline| Instant::now() >= deadline)
+    {
         Some(UnknownReason::Timeout)
     } else if states > budget.max_states {
         Some(UnknownReason::StateBudget)

@@ -1,7 +1,7 @@
 //! Interns JSON values as small integers, so that model states are cheap to clone, hash and compare.
 
-use serde_json::Value;
 use hashbrown::HashMap;
+use serde_json::Value;
 
 /// Maps values to dense `u32` ids. Id 0 is always `null` (nil).
 ///

@@ -132,13 +132,25 @@ impl KvInstance {
     fn key(&mut self, op: &Operation) -> Result<u16, ShapeError> {
         let name = match &op.key {
             Some(key) => show_key(key),
-            None => return Err(ShapeError::new(op, false, "key", "kv operations need a key".into())),
+            None => {
+                return Err(ShapeError::new(
+                    op,
+                    false,
+                    "key",
+                    "kv operations need a key".into(),
+                ))
+            }
         };
         if let Some(&id) = self.keys.get(&name) {
             return Ok(id);
         }
         let id = u16::try_from(self.key_names.len()).map_err(|_| {
-            ShapeError::new(op, false, "key", "more than 65536 keys in one partition".into())
+            ShapeError::new(
+                op,
+                false,
+                "key",
+                "more than 65536 keys in one partition".into(),
+            )
         })?;
         self.keys.insert(name.clone(), id);
         self.key_names.push(name);
@@ -220,14 +232,17 @@ impl ModelInstance for KvInstance {
 
     fn step(&mut self, state: &KvState, op: &KvOp) -> Option<KvState> {
         match *op {
-            KvOp::Get { key, value } => (state.values[key as usize] == value).then(|| state.clone()),
+            KvOp::Get { key, value } => {
+                (state.values[key as usize] == value).then(|| state.clone())
+            }
             KvOp::Put { key, value } => Some(self.set(state, key, value)),
             KvOp::Append { key, value } => {
                 let old = state.values[key as usize];
                 let new = match self.appends.get(&(old, value)) {
                     Some(&new) => new,
                     None => {
-                        let text = format!("{}{}", self.strings.text(old), self.strings.text(value));
+                        let text =
+                            format!("{}{}", self.strings.text(old), self.strings.text(value));
                         let new = self.strings.intern_str(&text);
                         self.appends.insert((old, value), new);
                         new

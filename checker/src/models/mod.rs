@@ -120,7 +120,9 @@ pub fn show_key(key: &Value) -> String {
         Value::String(text) => {
             let ambiguous = text.is_empty()
                 || matches!(text.as_str(), "null" | "true" | "false" | "nil")
-                || text.starts_with(|c: char| c.is_ascii_digit() || matches!(c, '-' | '[' | '{' | '"'));
+                || text.starts_with(|c: char| {
+                    c.is_ascii_digit() || matches!(c, '-' | '[' | '{' | '"')
+                });
             if ambiguous {
                 format!("{text:?}")
             } else {

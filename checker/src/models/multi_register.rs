@@ -81,7 +81,10 @@ impl ModelInstance for MultiRegisterInstance {
                 op,
                 false,
                 "f",
-                format!("the multi-register model has no operation {:?}; expected txn", op.f),
+                format!(
+                    "the multi-register model has no operation {:?}; expected txn",
+                    op.f
+                ),
             ));
         }
         let on_completion = op.output.is_some();
@@ -97,8 +100,12 @@ impl ModelInstance for MultiRegisterInstance {
         let mut encoded = Vec::with_capacity(micro_ops.len());
         for micro_op in micro_ops {
             let (write, key, value) = match micro_op.as_array().map(Vec::as_slice) {
-                Some([Value::String(f), key, value]) if f == "read" || f == "r" => (false, key, value),
-                Some([Value::String(f), key, value]) if f == "write" || f == "w" => (true, key, value),
+                Some([Value::String(f), key, value]) if f == "read" || f == "r" => {
+                    (false, key, value)
+                }
+                Some([Value::String(f), key, value]) if f == "write" || f == "w" => {
+                    (true, key, value)
+                }
                 _ => {
                     return Err(ShapeError::new(
                         op,
@@ -140,7 +147,9 @@ impl ModelInstance for MultiRegisterInstance {
         let pairs: Vec<String> = state
             .iter()
             .enumerate()
-            .map(|(key, &value)| format!("{} {}", self.key_names[key], show(self.values.value(value))))
+            .map(|(key, &value)| {
+                format!("{} {}", self.key_names[key], show(self.values.value(value)))
+            })
             .collect();
         format!("{{{}}}", pairs.join(", "))
     }

@@ -60,7 +60,10 @@ impl ModelInstance for SetInstance {
                         format!("a set read returns a list, found {}", show(output)),
                     ));
                 };
-                let mut ids: Vec<u32> = items.iter().map(|item| self.elements.intern(item)).collect();
+                let mut ids: Vec<u32> = items
+                    .iter()
+                    .map(|item| self.elements.intern(item))
+                    .collect();
                 // Not deduplicated: a read that returns an element twice matches no set.
                 ids.sort_unstable();
                 Ok(Some(SetOp::Read(ids)))
@@ -93,7 +96,10 @@ impl ModelInstance for SetInstance {
     }
 
     fn describe_state(&self, state: &Vec<u32>) -> String {
-        let items: Vec<String> = state.iter().map(|&id| show(self.elements.value(id))).collect();
+        let items: Vec<String> = state
+            .iter()
+            .map(|&id| show(self.elements.value(id)))
+            .collect();
         format!("#{{{}}}", items.join(" "))
     }
 }

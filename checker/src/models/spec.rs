@@ -20,7 +20,8 @@ pub enum ModelSpec {
 }
 
 /// The names accepted by [`ModelSpec::parse`], for help and error messages.
-pub const MODEL_NAMES: &str = "register[(init)], cas-register[(init)], kv, kv-single, multi-register[(init)], mutex, set";
+pub const MODEL_NAMES: &str =
+    "register[(init)], cas-register[(init)], kv, kv-single, multi-register[(init)], mutex, set";
 
 impl ModelSpec {
     /// Parses `name` or `name(init)`, where `init` is `nil`, an integer or a string.
@@ -39,14 +40,26 @@ impl ModelSpec {
             Some(_) => Err(format!("model {name:?} takes no argument")),
         };
         match name {
-            "register" => Ok(ModelSpec::Register(RegisterModel { initial: initial()?, cas: false })),
-            "cas-register" => Ok(ModelSpec::Register(RegisterModel { initial: initial()?, cas: true })),
-            "multi-register" => Ok(ModelSpec::MultiRegister(MultiRegisterModel { initial: initial()? })),
+            "register" => Ok(ModelSpec::Register(RegisterModel {
+                initial: initial()?,
+                cas: false,
+            })),
+            "cas-register" => Ok(ModelSpec::Register(RegisterModel {
+                initial: initial()?,
+                cas: true,
+            })),
+            "multi-register" => Ok(ModelSpec::MultiRegister(MultiRegisterModel {
+                initial: initial()?,
+            })),
             "kv" => no_argument(ModelSpec::Kv(KvModel { split_by_key: true })),
-            "kv-single" => no_argument(ModelSpec::Kv(KvModel { split_by_key: false })),
+            "kv-single" => no_argument(ModelSpec::Kv(KvModel {
+                split_by_key: false,
+            })),
             "mutex" => no_argument(ModelSpec::Mutex(MutexModel)),
             "set" => no_argument(ModelSpec::Set(SetModel)),
-            other => Err(format!("unknown model {other:?}; expected one of: {MODEL_NAMES}")),
+            other => Err(format!(
+                "unknown model {other:?}; expected one of: {MODEL_NAMES}"
+            )),
         }
     }
 }
@@ -58,7 +71,10 @@ fn parse_initial(text: &str) -> Result<Value, String> {
     if let Ok(integer) = text.parse::<i64>() {
         return Ok(Value::from(integer));
     }
-    match text.strip_prefix('"').and_then(|rest| rest.strip_suffix('"')) {
+    match text
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+    {
         Some(inner) => Ok(Value::String(inner.to_string())),
         None => Err(format!(
             "initial value {text:?}: expected nil, an integer or a quoted string"
@@ -86,12 +102,30 @@ mod tests {
 
     #[test]
     fn names_and_initial_values_parse() {
-        assert_eq!(ModelSpec::parse("cas-register(0)").unwrap().to_string(), "cas-register(0)");
-        assert_eq!(ModelSpec::parse("cas-register").unwrap().to_string(), "cas-register(nil)");
-        assert_eq!(ModelSpec::parse("register(\"a\")").unwrap().to_string(), "register(a)");
-        assert_eq!(ModelSpec::parse("kv-single").unwrap().to_string(), "kv(single partition)");
-        assert!(ModelSpec::parse("kv(3)").unwrap_err().contains("takes no argument"));
-        assert!(ModelSpec::parse("queue").unwrap_err().contains("unknown model"));
-        assert!(ModelSpec::parse("register(x y)").unwrap_err().contains("initial value"));
+        assert_eq!(
+            ModelSpec::parse("cas-register(0)").unwrap().to_string(),
+            "cas-register(0)"
+        );
+        assert_eq!(
+            ModelSpec::parse("cas-register").unwrap().to_string(),
+            "cas-register(nil)"
+        );
+        assert_eq!(
+            ModelSpec::parse("register(\"a\")").unwrap().to_string(),
+            "register(a)"
+        );
+        assert_eq!(
+            ModelSpec::parse("kv-single").unwrap().to_string(),
+            "kv(single partition)"
+        );
+        assert!(ModelSpec::parse("kv(3)")
+            .unwrap_err()
+            .contains("takes no argument"));
+        assert!(ModelSpec::parse("queue")
+            .unwrap_err()
+            .contains("unknown model"));
+        assert!(ModelSpec::parse("register(x y)")
+            .unwrap_err()
+            .contains("initial value"));
     }
 }
