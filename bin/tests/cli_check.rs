@@ -157,3 +157,26 @@ fn usage_errors_exit_3() {
     assert_eq!(code(&helios(&["check", "/no/such/file.jsonl"])), 3);
     assert_eq!(code(&helios(&["--help"])), 0);
 }
+
+#[test]
+fn the_cli_agrees_with_every_linearizability_verdict_of_the_corpus_with_detected_models() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../histories");
+    let manifest = std::fs::read_to_string(root.join("manifest.tsv")).unwrap();
+    let mut expected = std::collections::BTreeMap::new();
+    for line in manifest.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let columns: Vec<&str> = line.split('\t').collect();
+        match columns[3] {
+            "linearizable" => expected.insert(format!("histories/{}", columns[0]), "valid"),
+            "not-linearizable" => expected.insert(format!("histories/{}", columns[0]), "invalid"),
+            _ => None,
+        };
+    }
+    let output = helios(&["check", "--json", "histories/porcupine-etcd", "histories/porcupine-kv", "histories/knossos"]);
+    assert_eq!(code(&output), 1, "{}", text(&output.stderr));
+    let reports: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(reports.len(), expected.len());
+    for report in &reports {
+        let file = report["file"].as_str().unwrap();
+        assert_eq!(report["verdict"].as_str(), Some(expected[file]), "{file}: {report}");
+    }
+}
