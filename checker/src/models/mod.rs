@@ -133,17 +133,21 @@ pub fn show_key(key: &Value) -> String {
     }
 }
 
-/// Describes an operation: `write 3`, `read → 3`, `cas [1,2] (info)`.
+/// Describes an operation: `write 3`, `read k7 → 3`, `cas [1,2] (outcome unknown)`.
 pub fn describe_op(op: &Operation) -> String {
     let mut text = op.f.clone();
     if let Some(key) = &op.key {
         text.push_str(&format!(" {}", show_key(key)));
     }
-    if !op.input.is_null() {
+    let is_read = matches!(op.f.as_str(), "read" | "r" | "get");
+    // A read's invocation value is not an argument (Knossos histories sometimes carry one).
+    if !op.input.is_null() && !is_read {
         text.push_str(&format!(" {}", show(&op.input)));
     }
     match (&op.output, op.outcome) {
-        (Some(output), _) if output != &op.input => text.push_str(&format!(" → {}", show(output))),
+        (Some(output), _) if is_read || output != &op.input => {
+            text.push_str(&format!(" → {}", show(output)))
+        }
         (_, outcome) if outcome.is_unknown() => text.push_str(" (outcome unknown)"),
         _ => {}
     }
