@@ -1,0 +1,6 @@
+//! The seed's distributed correctness suite: `cargo test --test distributed`.
+//! One module per seed section; each area's tests live in their own files.
+
+// Section 1: Raft consensus (RAFT-001..005).
+mod raft_consensus_tests;
+mod raft_history;
