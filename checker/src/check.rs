@@ -197,7 +197,10 @@ fn detect_model(
 fn detect_from_operations(operations: &Operations) -> Option<(&'static str, &'static str)> {
     if operations.ops.is_empty() {
         // Only nemesis events: no operation constrains anything, so any model accepts it.
-        return Some(("cas-register(nil)", "no client operations, so nothing to contradict"));
+        return Some((
+            "cas-register(nil)",
+            "no client operations, so nothing to contradict",
+        ));
     }
     let has = |names: &[&str]| {
         operations
@@ -262,7 +265,7 @@ impl Report {
                 linear.verdict, linear.n_partitions, linear.n_ops, linear.elapsed_ms
             ));
             if let Some(reason) = linear.unknown_reason {
-                text.push_str(&format!("  unknown because: {}\n", reason_text(reason)));
+                text.push_str(&format!("  unknown because: {}\n", reason.describe()));
             }
             if let Some(witness) = &linear.witness {
                 if let Some(key) = &witness.key {
@@ -286,15 +289,5 @@ impl Report {
             text.push_str(&format!("  {note}\n"));
         }
         text
-    }
-}
-
-fn reason_text(reason: linear::search::UnknownReason) -> &'static str {
-    use linear::search::UnknownReason;
-    match reason {
-        UnknownReason::Timeout => "the time budget (--timeout) ran out",
-        UnknownReason::StateBudget => "the state budget (--max-states) ran out",
-        UnknownReason::MemoryCap => "the memory cap (--max-memory) was reached",
-        UnknownReason::Cancelled => "the search was cancelled",
     }
 }

@@ -3,10 +3,23 @@
 //! A pure library: it takes a history and returns a verdict. It does no IO beyond reading
 //! its input, and knows nothing of tokio, sockets or the cluster.
 
+pub mod check;
+pub mod edn;
 pub mod error;
+pub mod format;
 pub mod history;
+pub mod jepsen_edn;
+pub mod jepsen_log;
 pub mod jsonl;
+pub mod linear;
 pub mod lines;
+pub mod models;
+pub mod ops;
+pub mod porcupine_kv;
+pub mod synth;
+pub mod verdict;
+pub mod view;
 
 pub use error::{InputError, Location};
 pub use history::{Event, EventType, Header, History, Process};
+pub use verdict::Verdict;

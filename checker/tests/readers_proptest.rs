@@ -163,7 +163,7 @@ fn print_edn(value: &Value, style: u64, out: &mut String) {
             out.push_str(&serde_json::to_string(text).expect("strings serialise"))
         }
         Value::Array(items) => {
-            let (open, close) = if style % 3 == 0 {
+            let (open, close) = if style.is_multiple_of(3) {
                 ("(", ")")
             } else {
                 ("[", "]")
@@ -183,7 +183,7 @@ fn print_edn(value: &Value, style: u64, out: &mut String) {
                 if position > 0 {
                     out.push_str(blank);
                 }
-                if style % 2 == 0 {
+                if style.is_multiple_of(2) {
                     out.push(':');
                     out.push_str(key);
                 } else {

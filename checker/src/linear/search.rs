@@ -57,6 +57,20 @@ pub enum UnknownReason {
     Cancelled,
 }
 
+impl UnknownReason {
+    /// The reason in words, naming the option that sets the budget.
+    pub fn describe(self) -> &'static str {
+        match self {
+            UnknownReason::Timeout => "the time budget (--timeout) ran out",
+            UnknownReason::StateBudget => "the state budget (--max-states) ran out",
+            UnknownReason::MemoryCap => "the memory cap (--max-memory) was reached",
+            UnknownReason::Cancelled => {
+                "another partition was found invalid first, so this one was not finished"
+            }
+        }
+    }
+}
+
 /// How a search ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SearchOutcome {
@@ -263,7 +277,7 @@ pub fn search<I: ModelInstance>(
             break SearchOutcome::Linearizable;
         }
         steps += 1;
-        if steps % CHECK_EVERY == 0 {
+        if steps.is_multiple_of(CHECK_EVERY) {
             let bytes = memo.bytes();
             let total = budget
                 .memory_in_use

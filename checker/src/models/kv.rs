@@ -24,7 +24,7 @@ impl Model for KvModel {
         if self.split_by_key {
             "kv".to_string()
         } else {
-            "kv(single partition)".to_string()
+            "kv-single".to_string()
         }
     }
 

@@ -64,6 +64,20 @@ impl ModelSpec {
     }
 }
 
+impl ModelSpec {
+    /// The partition the model puts `op` in (P-compositionality), exactly as the check does.
+    pub fn partition(&self, op: &crate::ops::Operation) -> super::PartitionKey {
+        use super::Model;
+        match self {
+            ModelSpec::Register(model) => model.partition(op),
+            ModelSpec::Kv(model) => model.partition(op),
+            ModelSpec::MultiRegister(model) => model.partition(op),
+            ModelSpec::Mutex(model) => model.partition(op),
+            ModelSpec::Set(model) => model.partition(op),
+        }
+    }
+}
+
 fn parse_initial(text: &str) -> Result<Value, String> {
     if text == "nil" || text == "null" {
         return Ok(Value::Null);
@@ -116,7 +130,7 @@ mod tests {
         );
         assert_eq!(
             ModelSpec::parse("kv-single").unwrap().to_string(),
-            "kv(single partition)"
+            "kv-single"
         );
         assert!(ModelSpec::parse("kv(3)")
             .unwrap_err()
