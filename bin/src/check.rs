@@ -4,6 +4,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use helios_checker::check::{check_file, CheckError, CheckOptions, Report};
 use helios_checker::format::Format;
+use helios_checker::select::CheckerKind;
 use helios_checker::view;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
@@ -20,6 +21,14 @@ pub struct CheckArgs {
     /// mutex, set. Detected from the history when absent.
     #[arg(long)]
     model: Option<String>,
+    /// The checkers, comma-separated: linearizable, read-committed (isolation), lost-writes,
+    /// timing. Chosen from the history's header or operations when absent.
+    #[arg(long)]
+    checker: Option<String>,
+    /// The consistency model the isolation checker enforces: read-committed (default),
+    /// repeatable-read, snapshot-isolation, serializable, strict-serializable.
+    #[arg(long)]
+    consistency: Option<String>,
     /// The input format: jsonl, jepsen-edn, jepsen-log, porcupine-kv. Detected when absent.
     #[arg(long)]
     format: Option<String>,
@@ -55,12 +64,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 pub fn run(args: CheckArgs) -> anyhow::Result<i32> {
     let format = match &args.format {
         Some(name) => Some(Format::parse(name).with_context(|| {
-            format!("unknown format {name:?}; expected jsonl, jepsen-edn, jepsen-log or porcupine-kv")
+            format!(
+                "unknown format {name:?}; expected jsonl, jepsen-edn, jepsen-log or porcupine-kv"
+            )
         })?),
         None => None,
     };
     let files = expand(&args.files)?;
+    let checkers = match &args.checker {
+        Some(names) => Some(CheckerKind::parse_list(names).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
     let options = CheckOptions {
+        checkers,
+        consistency: args.consistency.clone(),
         model: args.model.clone(),
         format,
         timeout: args.timeout,
@@ -96,7 +113,8 @@ fn check_one(file: &Path, options: &CheckOptions, args: &CheckArgs) -> anyhow::R
 
 fn check_many(files: &[PathBuf], options: &CheckOptions, args: &CheckArgs) -> anyhow::Result<i32> {
     if let Some(folder) = &args.html {
-        std::fs::create_dir_all(folder).with_context(|| format!("{}: cannot create", folder.display()))?;
+        std::fs::create_dir_all(folder)
+            .with_context(|| format!("{}: cannot create", folder.display()))?;
     }
     let bar = progress(Some(files.len() as u64));
     let mut worst = 0;
@@ -114,7 +132,10 @@ fn check_many(files: &[PathBuf], options: &CheckOptions, args: &CheckArgs) -> an
         match result {
             Ok(report) => {
                 if let Some(folder) = &args.html {
-                    let name = file.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+                    let name = file
+                        .file_name()
+                        .map(|n| n.to_string_lossy().to_string())
+                        .unwrap_or_default();
                     write_view(&report, &folder.join(format!("{name}.html")))?;
                 }
                 rows.push(format!(
@@ -127,7 +148,13 @@ fn check_many(files: &[PathBuf], options: &CheckOptions, args: &CheckArgs) -> an
                 reports.push(serde_json::to_value(&report)?);
             }
             Err(error) => {
-                rows.push(format!("{:<60} {:>8} {:>8} {:>10}", file.display(), "-", "error", "-"));
+                rows.push(format!(
+                    "{:<60} {:>8} {:>8} {:>10}",
+                    file.display(),
+                    "-",
+                    "error",
+                    "-"
+                ));
                 rows.push(format!("  {error}"));
                 reports.push(serde_json::json!({ "file": file.display().to_string(), "error": error.to_string() }));
             }
@@ -137,7 +164,10 @@ fn check_many(files: &[PathBuf], options: &CheckOptions, args: &CheckArgs) -> an
     if args.json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
-        println!("{:<60} {:>8} {:>8} {:>10}", "file", "ops", "verdict", "time ms");
+        println!(
+            "{:<60} {:>8} {:>8} {:>10}",
+            "file", "ops", "verdict", "time ms"
+        );
         for row in rows {
             println!("{row}");
         }
@@ -190,7 +220,8 @@ fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 fn walk(folder: &Path, found: &mut Vec<PathBuf>) -> anyhow::Result<()> {
-    let entries = std::fs::read_dir(folder).with_context(|| format!("{}: cannot list", folder.display()))?;
+    let entries =
+        std::fs::read_dir(folder).with_context(|| format!("{}: cannot list", folder.display()))?;
     for entry in entries {
         let path = entry?.path();
         if path.is_dir() {

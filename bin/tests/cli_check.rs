@@ -13,7 +13,10 @@ fn helios(args: &[&str]) -> Output {
 }
 
 fn code(output: &Output) -> i32 {
-    output.status.code().expect("exited normally, not by a signal")
+    output
+        .status
+        .code()
+        .expect("exited normally, not by a signal")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -23,7 +26,10 @@ fn text(bytes: &[u8]) -> String {
 fn temp_file(name: &str, contents: &[u8]) -> (tempfile::TempDir, PathBuf) {
     let folder = tempfile::tempdir().unwrap();
     let path = folder.path().join(name);
-    std::fs::File::create(&path).unwrap().write_all(contents).unwrap();
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(contents)
+        .unwrap();
     (folder, path)
 }
 
@@ -32,7 +38,12 @@ fn a_valid_history_exits_0_and_an_invalid_one_exits_1_with_its_witness() {
     let valid = helios(&["check", "histories/porcupine-etcd/etcd_002.log"]);
     assert_eq!(code(&valid), 0, "{}", text(&valid.stderr));
     assert!(text(&valid.stdout).contains("etcd_002.log: valid"));
-    let invalid = helios(&["check", "histories/knossos/cas-register/bad/bad-analysis.edn", "--model", "cas-register(0)"]);
+    let invalid = helios(&[
+        "check",
+        "histories/knossos/cas-register/bad/bad-analysis.edn",
+        "--model",
+        "cas-register(0)",
+    ]);
     assert_eq!(code(&invalid), 1);
     let stdout = text(&invalid.stdout);
     assert!(stdout.contains("cannot linearize"), "{stdout}");
@@ -41,21 +52,43 @@ fn a_valid_history_exits_0_and_an_invalid_one_exits_1_with_its_witness() {
 
 #[test]
 fn a_search_out_of_budget_exits_2_and_says_why() {
-    let output = helios(&["check", "histories/porcupine-kv/c10-bad.txt", "--model", "kv-single", "--max-states", "100"]);
+    let output = helios(&[
+        "check",
+        "histories/porcupine-kv/c10-bad.txt",
+        "--model",
+        "kv-single",
+        "--max-states",
+        "100",
+    ]);
     assert_eq!(code(&output), 2, "{}", text(&output.stdout));
     assert!(text(&output.stdout).contains("unknown because: the state budget"));
 }
 
 #[test]
 fn several_files_print_a_table_and_exit_with_the_worst_code() {
-    let output = helios(&["check", "histories/porcupine-etcd/etcd_002.log", "histories/porcupine-etcd/etcd_000.log"]);
+    let output = helios(&[
+        "check",
+        "histories/porcupine-etcd/etcd_002.log",
+        "histories/porcupine-etcd/etcd_000.log",
+    ]);
     assert_eq!(code(&output), 1);
     let stdout = text(&output.stdout);
-    assert!(stdout.lines().next().unwrap().contains("verdict"), "{stdout}");
+    assert!(
+        stdout.lines().next().unwrap().contains("verdict"),
+        "{stdout}"
+    );
     assert_eq!(stdout.lines().count(), 3, "{stdout}");
     let (_folder, empty) = temp_file("empty.jsonl", b"");
-    let with_error = helios(&["check", "histories/porcupine-etcd/etcd_000.log", empty.to_str().unwrap()]);
-    assert_eq!(code(&with_error), 3, "unreadable input is the worst outcome");
+    let with_error = helios(&[
+        "check",
+        "histories/porcupine-etcd/etcd_000.log",
+        empty.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        code(&with_error),
+        3,
+        "unreadable input is the worst outcome"
+    );
 }
 
 #[test]
@@ -78,7 +111,12 @@ fn json_output_is_the_full_report() {
 fn the_view_is_written_as_one_html_file() {
     let folder = tempfile::tempdir().unwrap();
     let page = folder.path().join("view.html");
-    let output = helios(&["check", "histories/handmade/stale-read.jsonl", "--html", page.to_str().unwrap()]);
+    let output = helios(&[
+        "check",
+        "histories/handmade/stale-read.jsonl",
+        "--html",
+        page.to_str().unwrap(),
+    ]);
     assert_eq!(code(&output), 1);
     let html = std::fs::read_to_string(&page).unwrap();
     assert!(html.contains("<html") && html.contains("</html>"));
@@ -91,9 +129,21 @@ fn assert_bad_input(name: &str, contents: &[u8], extra: &[&str], expected: &str)
     args.extend_from_slice(extra);
     let output = helios(&args);
     let stderr = text(&output.stderr);
-    assert_eq!(code(&output), 3, "{name}: stdout {} stderr {stderr}", text(&output.stdout));
-    assert_eq!(stderr.trim().lines().count(), 1, "{name}: one line expected, got {stderr}");
-    assert!(stderr.contains(&format!("{name}{expected}")), "{name}: expected {expected:?} in {stderr}");
+    assert_eq!(
+        code(&output),
+        3,
+        "{name}: stdout {} stderr {stderr}",
+        text(&output.stdout)
+    );
+    assert_eq!(
+        stderr.trim().lines().count(),
+        1,
+        "{name}: one line expected, got {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{name}{expected}")),
+        "{name}: expected {expected:?} in {stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
@@ -102,16 +152,23 @@ const INVOKE: &str = r#"{"index":0,"type":"invoke","process":1,"f":"write","valu
 #[test]
 fn bad_input_exits_3_naming_file_line_and_field() {
     assert_bad_input("empty.jsonl", b"", &[], ": empty history");
-    assert_bad_input("truncated.jsonl", format!("{INVOKE}\n{{\"index\":1,\"type\":\"ok\",\"proc").as_bytes(), &[], ":2: truncated JSON");
+    assert_bad_input(
+        "truncated.jsonl",
+        format!("{INVOKE}\n{{\"index\":1,\"type\":\"ok\",\"proc").as_bytes(),
+        &[],
+        ":2: truncated JSON",
+    );
     assert_bad_input(
         "unknown-type.jsonl",
-        format!("{INVOKE}\n{{\"index\":1,\"type\":\"done\",\"process\":1,\"f\":\"write\"}}\n").as_bytes(),
+        format!("{INVOKE}\n{{\"index\":1,\"type\":\"done\",\"process\":1,\"f\":\"write\"}}\n")
+            .as_bytes(),
         &[],
         ":2: field \"type\": expected invoke|ok|fail|info, found \"done\"",
     );
     assert_bad_input(
         "busy.jsonl",
-        format!("{INVOKE}\n{{\"index\":1,\"type\":\"invoke\",\"process\":1,\"f\":\"read\"}}\n").as_bytes(),
+        format!("{INVOKE}\n{{\"index\":1,\"type\":\"invoke\",\"process\":1,\"f\":\"read\"}}\n")
+            .as_bytes(),
         &[],
         ":2: field \"process\": process 1 invoked read while its write",
     );
@@ -127,8 +184,18 @@ fn bad_input_exits_3_naming_file_line_and_field() {
         &["--model", "cas-register"],
         ":1: field \"value\": cas expects [expected new], found 5",
     );
-    assert_bad_input("garbage.jsonl", b"\x7fELF\x02\x01\x01\x00\xff\xfe\x00\x00garbage", &["--format", "jsonl"], ":1:");
-    assert_bad_input("unknown.bin", b"\x7fELF\x02\x01\x01\x00\xff\xfe\x00\x00garbage", &[], ":");
+    assert_bad_input(
+        "garbage.jsonl",
+        b"\x7fELF\x02\x01\x01\x00\xff\xfe\x00\x00garbage",
+        &["--format", "jsonl"],
+        ":1:",
+    );
+    assert_bad_input(
+        "unknown.bin",
+        b"\x7fELF\x02\x01\x01\x00\xff\xfe\x00\x00garbage",
+        &[],
+        ":",
+    );
 }
 
 #[test]
@@ -137,7 +204,10 @@ fn a_100_mb_single_line_is_refused_without_reading_it_all() {
     let path = folder.path().join("huge.jsonl");
     {
         let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-        file.write_all(b"{\"index\":0,\"type\":\"invoke\",\"process\":1,\"f\":\"write\",\"value\":\"").unwrap();
+        file.write_all(
+            b"{\"index\":0,\"type\":\"invoke\",\"process\":1,\"f\":\"write\",\"value\":\"",
+        )
+        .unwrap();
         let chunk = vec![b'x'; 1 << 20];
         for _ in 0..100 {
             file.write_all(&chunk).unwrap();
@@ -146,14 +216,34 @@ fn a_100_mb_single_line_is_refused_without_reading_it_all() {
     }
     let output = helios(&["check", path.to_str().unwrap()]);
     assert_eq!(code(&output), 3);
-    assert!(text(&output.stderr).contains("huge.jsonl:1: line longer than 16 MiB"), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("huge.jsonl:1: line longer than 16 MiB"),
+        "{}",
+        text(&output.stderr)
+    );
 }
 
 #[test]
 fn usage_errors_exit_3() {
     assert_eq!(code(&helios(&["check"])), 3);
-    assert_eq!(code(&helios(&["check", "histories/handmade/stale-read.jsonl", "--model", "queue"])), 3);
-    assert_eq!(code(&helios(&["check", "histories/handmade/stale-read.jsonl", "--format", "xml"])), 3);
+    assert_eq!(
+        code(&helios(&[
+            "check",
+            "histories/handmade/stale-read.jsonl",
+            "--model",
+            "queue"
+        ])),
+        3
+    );
+    assert_eq!(
+        code(&helios(&[
+            "check",
+            "histories/handmade/stale-read.jsonl",
+            "--format",
+            "xml"
+        ])),
+        3
+    );
     assert_eq!(code(&helios(&["check", "/no/such/file.jsonl"])), 3);
     assert_eq!(code(&helios(&["--help"])), 0);
 }
@@ -163,7 +253,10 @@ fn the_cli_agrees_with_every_linearizability_verdict_of_the_corpus_with_detected
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../histories");
     let manifest = std::fs::read_to_string(root.join("manifest.tsv")).unwrap();
     let mut expected = std::collections::BTreeMap::new();
-    for line in manifest.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+    for line in manifest
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
         let columns: Vec<&str> = line.split('\t').collect();
         match columns[3] {
             "linearizable" => expected.insert(format!("histories/{}", columns[0]), "valid"),
@@ -171,12 +264,71 @@ fn the_cli_agrees_with_every_linearizability_verdict_of_the_corpus_with_detected
             _ => None,
         };
     }
-    let output = helios(&["check", "--json", "histories/porcupine-etcd", "histories/porcupine-kv", "histories/knossos"]);
+    let output = helios(&[
+        "check",
+        "--json",
+        "histories/porcupine-etcd",
+        "histories/porcupine-kv",
+        "histories/knossos",
+    ]);
     assert_eq!(code(&output), 1, "{}", text(&output.stderr));
     let reports: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(reports.len(), expected.len());
     for report in &reports {
         let file = report["file"].as_str().unwrap();
-        assert_eq!(report["verdict"].as_str(), Some(expected[file]), "{file}: {report}");
+        assert_eq!(
+            report["verdict"].as_str(),
+            Some(expected[file]),
+            "{file}: {report}"
+        );
     }
+}
+
+#[test]
+fn the_elle_reference_history_is_read_committed_with_only_g2_item() {
+    let output = helios(&["check", "--json", "histories/elle/si-without-g-single.edn"]);
+    assert_eq!(code(&output), 0, "{}", text(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let isolation = &report["isolation"];
+    assert_eq!(isolation["verdict"], "valid");
+    let found: Vec<&str> = isolation["anomalies"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(found, vec!["G2-item"]);
+    let stronger = helios(&[
+        "check",
+        "histories/elle/si-without-g-single.edn",
+        "--consistency",
+        "repeatable-read",
+    ]);
+    assert_eq!(code(&stronger), 1);
+    assert!(text(&stronger.stdout).contains("G2-item: 1 found, forbidden"));
+}
+
+#[test]
+fn checkers_can_be_chosen_by_name() {
+    let output = helios(&[
+        "check",
+        "--json",
+        "--checker",
+        "lost-writes",
+        "histories/handmade/set-loses-an-element.jsonl",
+    ]);
+    assert_eq!(code(&output), 1);
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["checkers"], serde_json::json!(["lost-writes"]));
+    // The only read began after both adds were acknowledged and missed 2: lost.
+    assert_eq!(report["lost_writes"]["lost_count"], 1, "{report}");
+    assert_eq!(report["lost_writes"]["lost"][0]["element"], 2);
+    let bad = helios(&[
+        "check",
+        "--checker",
+        "speed",
+        "histories/handmade/stale-read.jsonl",
+    ]);
+    assert_eq!(code(&bad), 3);
+    assert!(text(&bad.stderr).contains("unknown checker \"speed\""));
 }

@@ -1,11 +1,15 @@
-//! The checker's front door: read a history file, pick a model, check it, and report.
+//! The checker's front door: read a history file, pick the checkers and the model, run them, and report.
 
+use crate::elle::{self, Consistency, ElleOptions, ElleReport};
 use crate::error::InputError;
 use crate::format::{self, Format};
 use crate::history::Header;
 use crate::linear::{self, LinearOptions, LinearReport};
 use crate::models::{ModelSpec, ShapeError};
 use crate::ops::{self, Operations};
+use crate::select::{self, CheckerKind};
+use crate::sets::{self, SetOptions, SetReport};
+use crate::timing::{self, TimingReport};
 use crate::verdict::Verdict;
 use serde::Serialize;
 use std::path::Path;
@@ -14,8 +18,12 @@ use std::time::{Duration, Instant};
 /// What to check and within which limits.
 #[derive(Clone, Debug, Default)]
 pub struct CheckOptions {
+    /// The checkers to run. Chosen from the history when `None`.
+    pub checkers: Option<Vec<CheckerKind>>,
     /// The model, by name (`cas-register(0)`, `kv`, ...). Detected when `None`.
     pub model: Option<String>,
+    /// The consistency model for the isolation checker (`read-committed` when `None`).
+    pub consistency: Option<String>,
     /// The input format. Detected from the content when `None`.
     pub format: Option<Format>,
     /// Give up after this long; the verdict is then `unknown`.
@@ -53,15 +61,28 @@ pub struct Report {
     pub n_events: u64,
     /// Client operations (invocations).
     pub n_ops: usize,
-    /// The combined verdict of every checker that ran.
+    /// The combined verdict of every checker that ran: the worst wins.
     pub verdict: Verdict,
-    /// The model and how it was chosen.
+    /// The checkers that ran.
+    pub checkers: Vec<CheckerKind>,
+    /// Why those checkers.
+    pub checkers_source: String,
+    /// The linearizability model, when that checker ran.
     pub model: Option<String>,
-    /// Why the model was chosen, when it was detected.
+    /// Why the model was chosen.
     pub model_source: String,
-    /// The linearizability result, when a model applied.
+    /// The linearizability result.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub linearizability: Option<LinearReport>,
+    /// The isolation result (Elle).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<ElleReport>,
+    /// The lost-writes result (set-full).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lost_writes: Option<SetReport>,
+    /// Latencies, throughput, recovery per fault, invalidation latency.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timing: Option<TimingReport>,
     /// Why the verdict is `unknown`, in words, when no checker could decide.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -91,12 +112,9 @@ pub fn check_operations(
     options: &CheckOptions,
     started: Instant,
 ) -> Result<Report, CheckError> {
-    let (spec, model_source) = match &options.model {
-        Some(name) => (
-            Some(ModelSpec::parse(name).map_err(CheckError::Usage)?),
-            "given".to_string(),
-        ),
-        None => detect_model(format, header.as_ref(), &operations).map_err(CheckError::Usage)?,
+    let (checkers, checkers_source) = match &options.checkers {
+        Some(kinds) => (kinds.clone(), "given".to_string()),
+        None => select::checkers(header.as_ref(), &operations),
     };
     let mut report = Report {
         file: file.to_string(),
@@ -104,44 +122,105 @@ pub fn check_operations(
         header: header.as_ref().and_then(|h| serde_json::to_value(h).ok()),
         n_events: operations.n_events,
         n_ops: operations.ops.len(),
-        verdict: Verdict::Unknown,
-        model: spec.as_ref().map(ToString::to_string),
-        model_source,
+        verdict: Verdict::Valid,
+        checkers: checkers.clone(),
+        checkers_source,
+        model: None,
+        model_source: String::new(),
         linearizability: None,
+        isolation: None,
+        lost_writes: None,
+        timing: None,
         note: None,
         elapsed_ms: 0.0,
         operations: None,
     };
-    match spec {
-        Some(spec) => {
-            let linear_options = LinearOptions {
-                timeout: options.timeout,
-                max_states: options
-                    .max_states
-                    .unwrap_or(LinearOptions::default().max_states),
-                max_memory_bytes: options
-                    .max_memory_bytes
-                    .unwrap_or(LinearOptions::default().max_memory_bytes),
-                keep_linearizations: options.keep_linearizations,
-            };
-            let result = linear::check(&operations, &spec, &linear_options)
-                .map_err(|error| shape_to_input(file, error))?;
-            report.verdict = result.verdict;
-            report.linearizability = Some(result);
+    let shape = |error: ShapeError| shape_to_input(file, error);
+    for kind in &checkers {
+        match kind {
+            CheckerKind::Linearizable => {
+                let result =
+                    check_linearizable(format, header.as_ref(), &operations, options, &mut report)?;
+                report.linearizability = result;
+            }
+            CheckerKind::Isolation => {
+                let consistency = match &options.consistency {
+                    Some(name) => Consistency::parse(name).map_err(CheckError::Usage)?,
+                    None => Consistency::ReadCommitted,
+                };
+                let elle_options = ElleOptions {
+                    consistency,
+                    timeout: options.timeout,
+                    ..ElleOptions::default()
+                };
+                report.isolation = Some(elle::check(&operations, &elle_options).map_err(shape)?);
+            }
+            CheckerKind::LostWrites => {
+                report.lost_writes =
+                    Some(sets::check(&operations, &SetOptions::default()).map_err(shape)?);
+            }
+            CheckerKind::Timing => report.timing = Some(timing::analyze(&operations)),
         }
-        None => {
-            report.note = Some(
-                "no linearizability model applies to these operations, and no other checker \
-                 is available for them yet; pass --model to choose one"
-                    .to_string(),
-            );
-        }
+    }
+    let verdicts = [
+        report.linearizability.as_ref().map(|r| r.verdict),
+        report.isolation.as_ref().map(|r| r.verdict),
+        report.lost_writes.as_ref().map(|r| r.verdict),
+    ];
+    let decided: Vec<Verdict> = verdicts.into_iter().flatten().collect();
+    report.verdict = decided
+        .iter()
+        .copied()
+        .fold(Verdict::Valid, Verdict::combine);
+    if decided.is_empty() {
+        report.verdict = Verdict::Unknown;
+        report
+            .note
+            .get_or_insert_with(|| "no checker that gives a verdict ran".to_string());
     }
     if options.keep_linearizations {
         report.operations = Some(operations);
     }
     report.elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
     Ok(report)
+}
+
+fn check_linearizable(
+    format: Format,
+    header: Option<&Header>,
+    operations: &Operations,
+    options: &CheckOptions,
+    report: &mut Report,
+) -> Result<Option<LinearReport>, CheckError> {
+    let (spec, model_source) = match &options.model {
+        Some(name) => (
+            Some(ModelSpec::parse(name).map_err(CheckError::Usage)?),
+            "given".to_string(),
+        ),
+        None => select::model(format, header, operations).map_err(CheckError::Usage)?,
+    };
+    report.model = spec.as_ref().map(ToString::to_string);
+    report.model_source = model_source;
+    let Some(spec) = spec else {
+        report.note = Some(
+            "no linearizability model applies to these operations; pass --model to choose one, \
+             or --checker to pick another checker"
+                .to_string(),
+        );
+        return Ok(None);
+    };
+    let defaults = LinearOptions::default();
+    let linear_options = LinearOptions {
+        timeout: options.timeout,
+        max_states: options.max_states.unwrap_or(defaults.max_states),
+        max_memory_bytes: options
+            .max_memory_bytes
+            .unwrap_or(defaults.max_memory_bytes),
+        keep_linearizations: options.keep_linearizations,
+    };
+    linear::check(operations, &spec, &linear_options)
+        .map(Some)
+        .map_err(|error| shape_to_input(&report.file, error))
 }
 
 fn shape_to_input(file: &str, error: ShapeError) -> CheckError {
@@ -151,143 +230,4 @@ fn shape_to_input(file: &str, error: ShapeError) -> CheckError {
         Some(error.field),
         error.message,
     ))
-}
-
-/// Picks a model from the header, the format, or the operations themselves.
-fn detect_model(
-    format: Format,
-    header: Option<&Header>,
-    operations: &Operations,
-) -> Result<(Option<ModelSpec>, String), String> {
-    if let Some(name) = header
-        .and_then(|h| h.extra.get("model"))
-        .and_then(|m| m.as_str())
-    {
-        return Ok((
-            Some(ModelSpec::parse(name)?),
-            "named by the history's header".to_string(),
-        ));
-    }
-    if let Some(workload) = header.and_then(|h| h.workload.as_deref()) {
-        let name = match workload {
-            "register" => Some("cas-register(nil)"),
-            "kv" => Some("kv"),
-            "set" => Some("set"),
-            "mutex" => Some("mutex"),
-            _ => None,
-        };
-        if let Some(name) = name {
-            return Ok((
-                Some(ModelSpec::parse(name)?),
-                format!("for the {workload} workload"),
-            ));
-        }
-    }
-    let detected = match format {
-        Format::JepsenLog => Some(("cas-register(nil)", "Jepsen log of a cas register")),
-        Format::PorcupineKv => Some(("kv", "Porcupine kv history")),
-        Format::Jsonl | Format::JepsenEdn => detect_from_operations(operations),
-    };
-    match detected {
-        Some((name, why)) => Ok((Some(ModelSpec::parse(name)?), format!("detected: {why}"))),
-        None => Ok((None, "no model detected".to_string())),
-    }
-}
-
-fn detect_from_operations(operations: &Operations) -> Option<(&'static str, &'static str)> {
-    if operations.ops.is_empty() {
-        // Only nemesis events: no operation constrains anything, so any model accepts it.
-        return Some((
-            "cas-register(nil)",
-            "no client operations, so nothing to contradict",
-        ));
-    }
-    let has = |names: &[&str]| {
-        operations
-            .ops
-            .iter()
-            .any(|op| names.contains(&op.f.as_str()))
-    };
-    if has(&["txn"]) {
-        let micro_f = operations
-            .ops
-            .iter()
-            .filter(|op| op.f == "txn")
-            .find_map(|op| {
-                op.input
-                    .as_array()?
-                    .first()?
-                    .as_array()?
-                    .first()?
-                    .as_str()
-                    .map(str::to_string)
-            });
-        return match micro_f.as_deref() {
-            Some("read" | "write") => Some((
-                "multi-register(0)",
-                "txn of reads and writes, Knossos's multi-register with registers at 0",
-            )),
-            _ => None,
-        };
-    }
-    if has(&["acquire", "release"]) {
-        return Some(("mutex", "acquire/release operations"));
-    }
-    if has(&["add"]) {
-        return Some(("set", "add/read operations"));
-    }
-    if has(&["append", "get", "put"]) {
-        return Some(("kv", "get/put/append operations"));
-    }
-    if has(&["read", "write", "cas"]) {
-        return Some(("cas-register(nil)", "read/write/cas operations"));
-    }
-    None
-}
-
-impl Report {
-    /// A human summary: the verdict, and the witness when there is one.
-    pub fn summary(&self) -> String {
-        let mut text = format!("{}: {}\n", self.file, self.verdict);
-        text.push_str(&format!(
-            "  {} events, {} operations, format {}",
-            self.n_events,
-            self.n_ops,
-            self.format.name()
-        ));
-        if let Some(model) = &self.model {
-            text.push_str(&format!(", model {model} ({})", self.model_source));
-        }
-        text.push('\n');
-        if let Some(linear) = &self.linearizability {
-            text.push_str(&format!(
-                "  linearizability: {} over {} partitions, {} operations checked, {:.1} ms\n",
-                linear.verdict, linear.n_partitions, linear.n_ops, linear.elapsed_ms
-            ));
-            if let Some(reason) = linear.unknown_reason {
-                text.push_str(&format!("  unknown because: {}\n", reason.describe()));
-            }
-            if let Some(witness) = &linear.witness {
-                if let Some(key) = &witness.key {
-                    text.push_str(&format!("  in partition key {key}:\n"));
-                }
-                text.push_str(&format!("  cannot linearize {}\n", witness.description));
-                text.push_str(&format!(
-                    "  after the longest linearizable prefix of {} operations, in state {}\n",
-                    witness.prefix.len(),
-                    witness.state
-                ));
-                if !witness.prefix_tail.is_empty() {
-                    text.push_str("  the prefix ends with:\n");
-                    for step in &witness.prefix_tail {
-                        text.push_str(&format!("    {}  => {}\n", step.description, step.state));
-                    }
-                }
-            }
-        }
-        if let Some(note) = &self.note {
-            text.push_str(&format!("  {note}\n"));
-        }
-        text
-    }
 }

@@ -5,6 +5,7 @@
 
 pub mod check;
 pub mod edn;
+pub mod elle;
 pub mod error;
 pub mod format;
 pub mod history;
@@ -16,7 +17,11 @@ pub mod lines;
 pub mod models;
 pub mod ops;
 pub mod porcupine_kv;
+pub mod select;
+pub mod sets;
+pub mod summary;
 pub mod synth;
+pub mod timing;
 pub mod verdict;
 pub mod view;
 

@@ -1,0 +1,219 @@
+//! The human summary of a [`Report`]: the verdict first, then one section per checker.
+
+use crate::check::Report;
+use crate::elle::ElleReport;
+use crate::linear::LinearReport;
+use crate::sets::SetReport;
+use crate::timing::{Quantiles, TimingReport};
+use std::fmt::Write;
+
+/// How many instances of one anomaly, or elements of one kind, the summary spells out.
+const LISTED: usize = 3;
+
+impl Report {
+    /// A human summary: the verdict, and each checker's result with its witness.
+    pub fn summary(&self) -> String {
+        let mut text = format!("{}: {}\n", self.file, self.verdict);
+        let _ = write!(
+            text,
+            "  {} events, {} operations, format {}; checkers {} ({})",
+            self.n_events,
+            self.n_ops,
+            self.format.name(),
+            self.checkers
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.checkers_source
+        );
+        if let Some(model) = &self.model {
+            let _ = write!(text, "; model {model} ({})", self.model_source);
+        }
+        text.push('\n');
+        if let Some(linear) = &self.linearizability {
+            linearizability(&mut text, linear);
+        }
+        if let Some(isolation) = &self.isolation {
+            elle(&mut text, isolation);
+        }
+        if let Some(sets) = &self.lost_writes {
+            lost_writes(&mut text, sets);
+        }
+        if let Some(timing) = &self.timing {
+            timing_section(&mut text, timing);
+        }
+        if let Some(note) = &self.note {
+            let _ = writeln!(text, "  {note}");
+        }
+        text
+    }
+}
+
+fn linearizability(text: &mut String, linear: &LinearReport) {
+    let _ = writeln!(
+        text,
+        "  linearizability: {} over {} partitions, {} operations checked, {:.1} ms",
+        linear.verdict, linear.n_partitions, linear.n_ops, linear.elapsed_ms
+    );
+    if let Some(reason) = linear.unknown_reason {
+        let _ = writeln!(text, "  unknown because: {}", reason.describe());
+    }
+    let Some(witness) = &linear.witness else {
+        return;
+    };
+    if let Some(key) = &witness.key {
+        let _ = writeln!(text, "  in partition key {key}:");
+    }
+    let _ = writeln!(text, "  cannot linearize {}", witness.description);
+    let _ = writeln!(
+        text,
+        "  after the longest linearizable prefix of {} operations, in state {}",
+        witness.prefix.len(),
+        witness.state
+    );
+    if !witness.prefix_tail.is_empty() {
+        text.push_str("  the prefix ends with:\n");
+        for step in &witness.prefix_tail {
+            let _ = writeln!(text, "    {}  => {}", step.description, step.state);
+        }
+    }
+}
+
+fn elle(text: &mut String, report: &ElleReport) {
+    let _ = writeln!(
+        text,
+        "  isolation ({}, {} transactions of {}): {}, {:.1} ms",
+        report.consistency,
+        report.n_txns,
+        report.workload.name(),
+        report.verdict,
+        report.elapsed_ms
+    );
+    if let Some(reason) = &report.unknown_reason {
+        let _ = writeln!(text, "  unknown because: {reason}");
+    }
+    let mut names: Vec<&String> = report.failing.iter().collect();
+    names.extend(report.informational.iter());
+    for name in names {
+        let failing = report.failing.contains(name);
+        let count = report.anomaly_counts.get(name).copied().unwrap_or(0);
+        let _ = writeln!(
+            text,
+            "  {name}: {count} found, {}",
+            if failing {
+                "forbidden by this consistency model"
+            } else {
+                "allowed here (only stronger models forbid it)"
+            }
+        );
+        for anomaly in report
+            .anomalies
+            .get(name)
+            .into_iter()
+            .flatten()
+            .take(LISTED)
+        {
+            for line in &anomaly.explanation {
+                let _ = writeln!(text, "    {line}");
+            }
+            text.push_str("    --\n");
+        }
+    }
+}
+
+fn lost_writes(text: &mut String, report: &SetReport) {
+    let _ = writeln!(
+        text,
+        "  lost writes: {}; {} elements, {} reads: {} stable, {} lost, {} stale, {} never read, {} duplicated, {} unexpected",
+        report.verdict,
+        report.n_elements,
+        report.n_reads,
+        report.stable_count,
+        report.lost_count,
+        report.stale_count,
+        report.never_read_count,
+        report.duplicated_count,
+        report.unexpected_count
+    );
+    let _ = writeln!(
+        text,
+        "  stable latency ms: {}",
+        quantiles(&report.stable_latency_ms)
+    );
+    if report.lost_count > 0 {
+        let _ = writeln!(
+            text,
+            "  lost latency ms: {}",
+            quantiles(&report.lost_latency_ms)
+        );
+    }
+    for element in report.lost.iter().take(LISTED) {
+        let _ = writeln!(text, "    lost: {}", element.explanation);
+    }
+    for duplicate in report.duplicated.iter().take(LISTED) {
+        let _ = writeln!(
+            text,
+            "    duplicated: {}",
+            serde_json::to_string(duplicate).unwrap_or_default()
+        );
+    }
+    if let Some(note) = &report.note {
+        let _ = writeln!(text, "  {note}");
+    }
+}
+
+fn timing_section(text: &mut String, report: &TimingReport) {
+    if !report.latency.is_empty() {
+        text.push_str("  latency ms        count      p50      p99      max\n");
+        for row in &report.latency {
+            let _ = writeln!(
+                text,
+                "    {:<8} {:<5} {:>7} {:>8.2} {:>8.2} {:>8.2}",
+                row.f,
+                format!("{:?}", row.outcome).to_lowercase(),
+                row.count,
+                row.latency_ms_p50,
+                row.latency_ms_p99,
+                row.latency_ms_max
+            );
+        }
+    }
+    for fault in &report.faults {
+        let rto = match fault.rto_ms {
+            Some(rto) => format!("recovered in {rto:.0} ms"),
+            None => "never recovered".to_string(),
+        };
+        let _ = writeln!(
+            text,
+            "  fault {} {}: {} operations disrupted, {rto}",
+            fault.fault,
+            serde_json::to_string(&fault.targets).unwrap_or_default(),
+            fault.affected_ops
+        );
+    }
+    if let Some(invalidation) = &report.invalidation {
+        let _ = writeln!(
+            text,
+            "  invalidation: {} writes, {} stale reads, latency ms {}",
+            invalidation.writes,
+            invalidation.stale_reads,
+            quantiles(&invalidation.latency_ms)
+        );
+    }
+    if let Some(note) = &report.note {
+        let _ = writeln!(text, "  timing: {note}");
+    }
+}
+
+fn quantiles(q: &Quantiles) -> String {
+    let show = |value: Option<f64>| value.map_or("-".to_string(), |v| format!("{v:.1}"));
+    format!(
+        "p50 {} p95 {} p99 {} max {} (n={})",
+        show(q.p50),
+        show(q.p95),
+        show(q.p99),
+        show(q.max),
+        q.count
+    )
+}

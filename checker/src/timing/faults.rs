@@ -1,0 +1,300 @@
+//! Fault intervals, paired from nemesis events, and the recovery time (RTO) of each.
+//!
+//! Pairs (a heal closes the open faults of its family):
+//!
+//! | starts                                  | healed by                  |
+//! |-----------------------------------------|----------------------------|
+//! | `start-X` (e.g. `start-partition`)      | `stop-X`                   |
+//! | `start` (Jepsen's generic nemesis)      | `stop`                     |
+//! | `kill`                                  | `restart`, `recover`, `start` |
+//! | `pause`                                 | `resume`                   |
+//! | `isolate`, `partition`                  | `heal`                     |
+//! | anything else (`add-node`, `promote`)   | never: it runs to the end  |
+//!
+//! `start` heals an open `kill` when there is one, and otherwise starts a fault. A heal whose
+//! value equals an open fault's targets closes that fault; a heal with a `null` or text value
+//! (`"network-healed"`) closes every open fault of its family; any other heal closes the oldest.
+//! Jepsen records a nemesis operation as an `invoke` and then an `info`: the pair counts once,
+//! at the `info` (when the fault is in effect), with the invoke's value if the info has none.
+//!
+//! RTO, the window and disruptions are defined in the parent module's docs.
+
+use super::ms;
+use crate::history::EventType;
+use crate::ops::{NemesisEvent, Operations, Outcome};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// One fault interval and how long the system took to recover from it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FaultRecovery {
+    /// The `f` of the event that started it (`start-partition`, `kill`, ...).
+    pub fault: String,
+    /// Its event index.
+    pub start_index: u64,
+    /// Its time (ns), when the history has times.
+    pub start_ns: Option<u64>,
+    /// The `f` of the event that healed it; `None` if it ran to the end.
+    pub healed_by: Option<String>,
+    /// The heal's event index.
+    pub end_index: Option<u64>,
+    /// The heal's time (ns).
+    pub end_ns: Option<u64>,
+    /// The fault's targets, as the nemesis recorded them.
+    pub targets: Value,
+    /// Disruptions (info, pending, or fail with an error) in the fault's window.
+    pub affected_ops: usize,
+    /// The event index of the last of them.
+    pub last_disruption_index: Option<u64>,
+    /// Its time (ns).
+    pub last_disruption_ns: Option<u64>,
+    /// False when disruptions happened and no `ok` operation was invoked after the last one.
+    pub recovered: bool,
+    /// The first `ok` operation invoked after the last disruption (an id into `ops`).
+    pub recovery_op: Option<usize>,
+    /// The event index at which the system had recovered: that operation's invocation, or the
+    /// fault's start when nothing was disrupted.
+    pub recovered_at_index: Option<u64>,
+    /// The same, in ns.
+    pub recovered_at_ns: Option<u64>,
+    /// Recovery time in ms: from the start to `recovered_at_ns`. `None` when not recovered or
+    /// when the history has no times.
+    pub rto_ms: Option<f64>,
+    /// In words.
+    pub explanation: String,
+}
+
+/// A nemesis event after folding Jepsen's invoke/info pairs into one.
+#[derive(Clone, Debug)]
+struct FaultEvent {
+    index: u64,
+    time: Option<u64>,
+    f: String,
+    value: Value,
+}
+
+/// What a nemesis event does to the set of open faults.
+enum Role {
+    /// Starts a fault of this family.
+    Start(String),
+    /// Heals open faults of these families.
+    Heal(Vec<String>),
+}
+
+fn role(f: &str, kill_open: bool) -> Role {
+    let heal = |families: &[&str]| Role::Heal(families.iter().map(|f| f.to_string()).collect());
+    match f {
+        "start" if kill_open => heal(&["kill"]),
+        "stop" => heal(&["start"]),
+        "restart" | "recover" => heal(&["kill"]),
+        "resume" => heal(&["pause"]),
+        "heal" => heal(&["isolate", "partition"]),
+        _ => {
+            if let Some(family) = f.strip_prefix("stop-") {
+                heal(&[family])
+            } else if let Some(family) = f.strip_prefix("start-") {
+                Role::Start(family.to_string())
+            } else {
+                Role::Start(f.to_string())
+            }
+        }
+    }
+}
+
+/// Folds each nemesis `invoke` into the completion of the same `f` that follows it.
+fn fold_invokes(events: &[NemesisEvent]) -> Vec<FaultEvent> {
+    let mut folded: Vec<Option<FaultEvent>> = Vec::with_capacity(events.len());
+    let mut pending: HashMap<&str, usize> = HashMap::new();
+    for event in events {
+        let mut point = FaultEvent {
+            index: event.index,
+            time: event.time,
+            f: event.f.clone(),
+            value: event.value.clone(),
+        };
+        if event.kind == EventType::Invoke {
+            pending.insert(event.f.as_str(), folded.len());
+        } else if let Some(at) = pending.remove(event.f.as_str()) {
+            if let Some(invoke) = folded[at].take() {
+                if point.value.is_null() {
+                    point.value = invoke.value;
+                }
+            }
+        }
+        folded.push(Some(point));
+    }
+    folded.into_iter().flatten().collect()
+}
+
+/// An open or closed fault, before its recovery is measured.
+struct Interval {
+    family: String,
+    start: FaultEvent,
+    end: Option<FaultEvent>,
+}
+
+/// Pairs starts with heals; returns the intervals in start order and the unmatched heals.
+fn intervals(events: &[NemesisEvent]) -> (Vec<Interval>, usize) {
+    let mut intervals: Vec<Interval> = Vec::new();
+    let mut unmatched = 0;
+    for event in fold_invokes(events) {
+        let kill_open = intervals
+            .iter()
+            .any(|interval| interval.end.is_none() && interval.family == "kill");
+        match role(&event.f, kill_open) {
+            Role::Start(family) => intervals.push(Interval {
+                family,
+                start: event,
+                end: None,
+            }),
+            Role::Heal(families) => {
+                let open: Vec<usize> = (0..intervals.len())
+                    .filter(|&at| {
+                        intervals[at].end.is_none() && families.contains(&intervals[at].family)
+                    })
+                    .collect();
+                let exact = open
+                    .iter()
+                    .copied()
+                    .find(|&at| intervals[at].start.value == event.value);
+                let closing: Vec<usize> = match (exact, &event.value) {
+                    (Some(at), _) => vec![at],
+                    (None, Value::Null | Value::String(_)) => open,
+                    (None, _) => open.into_iter().take(1).collect(),
+                };
+                if closing.is_empty() {
+                    unmatched += 1;
+                }
+                for at in closing {
+                    intervals[at].end = Some(event.clone());
+                }
+            }
+        }
+    }
+    (intervals, unmatched)
+}
+
+/// A point in the history: an event index and its time.
+#[derive(Clone, Copy, Debug)]
+struct Point {
+    index: u64,
+    time: Option<u64>,
+    op: usize,
+}
+
+/// Every fault interval with its RTO, in start order, and the number of unmatched heals.
+pub fn recoveries(history: &Operations) -> (Vec<FaultRecovery>, usize) {
+    let (intervals, unmatched) = intervals(&history.nemesis);
+    let mut disruptions: Vec<Point> = Vec::new();
+    let mut oks: Vec<Point> = Vec::new();
+    for op in &history.ops {
+        let at_invoke = Point {
+            index: op.invoke_index,
+            time: op.invoke_time,
+            op: op.id,
+        };
+        match op.outcome {
+            Outcome::Info | Outcome::Pending => disruptions.push(at_invoke),
+            Outcome::Fail if op.error.is_some() => disruptions.push(Point {
+                index: op.complete_index.unwrap_or(op.invoke_index),
+                time: op.complete_time,
+                op: op.id,
+            }),
+            Outcome::Fail => {}
+            Outcome::Ok => oks.push(at_invoke),
+        }
+    }
+    disruptions.sort_by_key(|point| point.index);
+    oks.sort_by_key(|point| point.index);
+    let mut starts: Vec<u64> = intervals.iter().map(|i| i.start.index).collect();
+    starts.sort_unstable();
+    let recoveries = intervals
+        .into_iter()
+        .map(|interval| {
+            // The window ends where the first fault that begins after the heal begins.
+            let window_end = match &interval.end {
+                Some(end) => {
+                    let next = starts.partition_point(|&start| start <= end.index);
+                    starts.get(next).copied().unwrap_or(u64::MAX)
+                }
+                None => u64::MAX,
+            };
+            recovery(interval, window_end, &disruptions, &oks)
+        })
+        .collect();
+    (recoveries, unmatched)
+}
+
+fn recovery(
+    interval: Interval,
+    window_end: u64,
+    disruptions: &[Point],
+    oks: &[Point],
+) -> FaultRecovery {
+    let start = interval.start;
+    let low = disruptions.partition_point(|point| point.index < start.index);
+    let high = disruptions.partition_point(|point| point.index < window_end);
+    let affected = disruptions.get(low..high).unwrap_or_default();
+    let last = affected.last().copied();
+    let recovery = match last {
+        None => Some(None),
+        Some(last) => {
+            let next = oks.partition_point(|point| point.index <= last.index);
+            oks.get(next).map(|point| Some(*point))
+        }
+    };
+    let (recovered_at_index, recovered_at_ns, recovery_op) = match recovery {
+        Some(Some(point)) => (Some(point.index), point.time, Some(point.op)),
+        Some(None) => (Some(start.index), start.time, None),
+        None => (None, None, None),
+    };
+    let rto_ms = match (start.time, recovered_at_ns) {
+        (Some(from), Some(to)) if recovered_at_index.is_some() => Some(ms(to.saturating_sub(from))),
+        _ => None,
+    };
+    let explanation = explain(&start.f, affected.len(), last, recovery, rto_ms);
+    FaultRecovery {
+        fault: start.f,
+        start_index: start.index,
+        start_ns: start.time,
+        healed_by: interval.end.as_ref().map(|end| end.f.clone()),
+        end_index: interval.end.as_ref().map(|end| end.index),
+        end_ns: interval.end.as_ref().and_then(|end| end.time),
+        targets: start.value,
+        affected_ops: affected.len(),
+        last_disruption_index: last.map(|point| point.index),
+        last_disruption_ns: last.and_then(|point| point.time),
+        recovered: recovery.is_some(),
+        recovery_op,
+        recovered_at_index,
+        recovered_at_ns,
+        rto_ms,
+        explanation,
+    }
+}
+
+fn explain(
+    fault: &str,
+    affected: usize,
+    last: Option<Point>,
+    recovery: Option<Option<Point>>,
+    rto_ms: Option<f64>,
+) -> String {
+    let rto = rto_ms.map_or("unmeasured (no times)".to_string(), |rto| {
+        format!("{rto:.3} ms")
+    });
+    match (last, recovery) {
+        (None, _) => format!("{fault}: no operation was disrupted in its window; RTO 0"),
+        (Some(last), Some(Some(ok))) => format!(
+            "{fault}: {affected} operations disrupted, the last at event {} (op {}); op {} \
+             invoked at event {} was the first ok after it; RTO {rto}",
+            last.index, last.op, ok.op, ok.index
+        ),
+        (Some(last), _) => format!(
+            "{fault}: {affected} operations disrupted, the last at event {} (op {}), and no ok \
+             operation was invoked after it: not recovered",
+            last.index, last.op
+        ),
+    }
+}
