@@ -37,9 +37,9 @@ impl RegisterOp {
     /// The register this operation touches.
     pub fn key(&self) -> &str {
         match self {
-            RegisterOp::Read { key } | RegisterOp::Write { key, .. } | RegisterOp::Cas { key, .. } => {
-                key
-            }
+            RegisterOp::Read { key }
+            | RegisterOp::Write { key, .. }
+            | RegisterOp::Cas { key, .. } => key,
         }
     }
 
@@ -80,8 +80,14 @@ pub struct RegisterGenerator {
 impl RegisterGenerator {
     /// A generator over `keys` with values in `0..value_count`.
     pub fn new(rng: ChaCha8Rng, keys: Vec<String>, value_count: i64) -> RegisterGenerator {
-        assert!(!keys.is_empty(), "a register generator needs at least one key");
-        assert!(value_count > 0, "a register generator needs at least one value");
+        assert!(
+            !keys.is_empty(),
+            "a register generator needs at least one key"
+        );
+        assert!(
+            value_count > 0,
+            "a register generator needs at least one value"
+        );
         RegisterGenerator {
             rng,
             keys,
@@ -123,7 +129,10 @@ mod tests {
         let ops_b: Vec<_> = (0..300).map(|_| b.next_op()).collect();
         assert_eq!(ops_a, ops_b);
         for f in [Function::Read, Function::Write, Function::Cas] {
-            assert!(ops_a.iter().any(|op| op.function() == f), "{f:?} never generated");
+            assert!(
+                ops_a.iter().any(|op| op.function() == f),
+                "{f:?} never generated"
+            );
         }
         for key in &keys {
             assert!(ops_a.iter().any(|op| op.key() == key), "{key} never used");

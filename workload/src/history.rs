@@ -96,12 +96,18 @@ impl Function {
 
     /// Whether this function starts a fault (as opposed to ending one or being a client operation).
     pub fn starts_fault(self) -> bool {
-        matches!(self, Function::StartPartition | Function::Kill | Function::Pause)
+        matches!(
+            self,
+            Function::StartPartition | Function::Kill | Function::Pause
+        )
     }
 
     /// Whether this function ends a fault.
     pub fn ends_fault(self) -> bool {
-        matches!(self, Function::StopPartition | Function::Restart | Function::Resume)
+        matches!(
+            self,
+            Function::StopPartition | Function::Restart | Function::Resume
+        )
     }
 }
 
@@ -256,7 +262,10 @@ mod tests {
             Function::Pause,
             Function::Resume,
         ] {
-            assert_eq!(serde_json::to_value(f).unwrap(), serde_json::json!(f.as_str()));
+            assert_eq!(
+                serde_json::to_value(f).unwrap(),
+                serde_json::json!(f.as_str())
+            );
         }
     }
 }

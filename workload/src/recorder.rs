@@ -94,7 +94,11 @@ impl Recorder {
 
     /// The number of events recorded so far.
     pub fn len(&self) -> usize {
-        self.inner.lock().expect("recorder lock poisoned").events.len()
+        self.inner
+            .lock()
+            .expect("recorder lock poisoned")
+            .events
+            .len()
     }
 
     /// Whether no event has been recorded yet.
@@ -132,7 +136,7 @@ mod tests {
             workload: "register".to_owned(),
             seed: 42,
             nodes: vec!["m0".to_owned(), "m1".to_owned()],
-            model: "cas-register".to_owned(),
+            model: "cas-register(nil)".to_owned(),
             keys: vec!["k0".to_owned()],
             concurrency: 4,
             nemesis: vec![],

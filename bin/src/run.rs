@@ -1,0 +1,224 @@
+//! `helios run`: start the embedded cluster, drive a workload under faults, record the history,
+//! check it, and write `results.json` next to `history.jsonl`.
+
+mod summary;
+
+use std::hash::{BuildHasher, Hasher};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use helios_checker::check::{check_file, CheckOptions};
+use helios_checker::Verdict;
+use helios_workload::client::RunProgress;
+use helios_workload::runner::SUPPORTED_WORKLOADS;
+use helios_workload::schedule::NemesisKind;
+use helios_workload::{RunConfig, RunOutcome};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::check::parse_duration;
+
+/// Deliberately broken cluster modes, to show that the checker catches what they break.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UnsafeMode {
+    /// Every node answers reads from its local state, leader or not: reads can be stale.
+    StaleReads,
+}
+
+/// Arguments of `helios run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The workload to run. Supported: register.
+    #[arg(long, default_value = "register")]
+    workload: String,
+    /// Faults to inject, comma-separated: partition, isolate-leader, majorities-ring, kill, pause;
+    /// or none.
+    #[arg(long, default_value = "partition,kill,pause")]
+    nemesis: String,
+    /// How long clients run (`30s`, `500ms`, `2m`); the last 20 % (at least 3 s) is fault-free.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    time: Duration,
+    /// The number of concurrent logical clients.
+    #[arg(long, default_value_t = 10)]
+    concurrency: usize,
+    /// The seed of every random choice; random (and printed) when absent.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// The target rate of operations per second, all clients together.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// The number of cluster nodes.
+    #[arg(long, default_value_t = 5)]
+    nodes: usize,
+    /// A deliberately broken mode, as a test aid for the checker.
+    #[arg(long = "unsafe", value_enum, value_name = "MODE")]
+    unsafe_mode: Option<UnsafeMode>,
+    /// The bound on each client operation; past it the outcome is unknown.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    op_timeout: Duration,
+    /// The budget of the linearizability check; past it the verdict is unknown.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    check_timeout: Duration,
+    /// Runs are written to `STORE/<workload>/<timestamp>/`.
+    #[arg(long, default_value = "store")]
+    store: PathBuf,
+    /// Print results.json to stdout instead of the human summary.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `helios run`; returns the exit code: 0 valid, 1 invalid, 2 unknown.
+pub fn run(args: RunArgs) -> anyhow::Result<i32> {
+    init_tracing();
+    let config = run_config(&args)?;
+    // The seed comes first, so that a run that dies can be replayed.
+    eprintln!("helios run: seed {}", config.seed);
+    if config.unsafe_stale_reads {
+        eprintln!(
+            "WARNING: --unsafe stale-reads: the cluster deliberately serves stale reads. \
+             This run is expected to be INVALID; it exists to show that the checker catches it."
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let progress = Arc::new(RunProgress::default());
+    let bar = progress_bar(&args, &config);
+    let outcome = runtime
+        .block_on(async {
+            let limit = config.time + Duration::from_secs(600);
+            let ticker = bar
+                .clone()
+                .map(|bar| tokio::spawn(tick(bar, Arc::clone(&progress), limit)));
+            let outcome = helios_workload::run(&config, Arc::clone(&progress)).await;
+            if let Some(ticker) = ticker {
+                ticker.abort();
+            }
+            outcome
+        })
+        .with_context(|| format!("run with seed {} failed", config.seed))?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    report(&args, &config, &outcome)
+}
+
+/// Checks the history, writes `results.json`, and prints the summary; returns the exit code.
+fn report(args: &RunArgs, config: &RunConfig, outcome: &RunOutcome) -> anyhow::Result<i32> {
+    let options = CheckOptions {
+        model: Some("cas-register(nil)".to_owned()),
+        timeout: Some(args.check_timeout),
+        ..CheckOptions::default()
+    };
+    let check = check_file(&outcome.history_path, &options)
+        .with_context(|| format!("seed {}: cannot check the recorded history", config.seed))?;
+    // Liveness: in the healed phase the cluster must serve every key again.
+    let liveness = if outcome.final_reads.iter().all(|read| read.served()) {
+        Verdict::Valid
+    } else {
+        Verdict::Invalid
+    };
+    let verdict = check.verdict.combine(liveness);
+    let results = summary::results_json(config, outcome, &check, liveness, verdict);
+    let results_path = outcome.run_dir.join("results.json");
+    let text = serde_json::to_string_pretty(&results).context("cannot serialize results.json")?;
+    std::fs::write(&results_path, format!("{text}\n"))
+        .with_context(|| format!("{}: cannot write", results_path.display()))?;
+    if args.json {
+        println!("{text}");
+    } else {
+        print!(
+            "{}",
+            summary::human_summary(config, outcome, &check, liveness, verdict)
+        );
+    }
+    if verdict != Verdict::Valid {
+        eprintln!(
+            "helios run: {verdict} with seed {}; replay with --seed {}",
+            config.seed, config.seed
+        );
+    }
+    Ok(verdict.exit_code())
+}
+
+fn run_config(args: &RunArgs) -> anyhow::Result<RunConfig> {
+    if !SUPPORTED_WORKLOADS.contains(&args.workload.as_str()) {
+        anyhow::bail!(
+            "unknown workload {:?}: supported workloads are {}",
+            args.workload,
+            SUPPORTED_WORKLOADS.join(", ")
+        );
+    }
+    let config = RunConfig {
+        workload: args.workload.clone(),
+        nemesis: NemesisKind::parse_list(&args.nemesis)?,
+        time: args.time,
+        concurrency: args.concurrency,
+        seed: args.seed.unwrap_or_else(random_seed),
+        nodes: args.nodes,
+        unsafe_stale_reads: args.unsafe_mode == Some(UnsafeMode::StaleReads),
+        op_timeout: args.op_timeout,
+        rate: args.rate,
+        store_dir: args.store.clone(),
+        ..RunConfig::default()
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+/// A fresh seed from the standard library's per-process random keys.
+fn random_seed() -> u64 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos()),
+    );
+    hasher.finish()
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        // openraft logs every lost message at error level, which faults make routine.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error,openraft=off"));
+    // Another subscriber may already be installed (tests); keeping it is fine.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// A bar of elapsed time over the run's length, with operation and fault counts; only when
+/// stderr is a terminal and the output is for people.
+fn progress_bar(args: &RunArgs, config: &RunConfig) -> Option<ProgressBar> {
+    if args.json || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::new(config.time.as_millis() as u64);
+    let style = ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {msg}")
+        .expect("the progress template is valid")
+        .progress_chars("=> ");
+    bar.set_style(style);
+    Some(bar)
+}
+
+/// Updates the bar five times a second; the caller aborts it when the run ends, and it stops by
+/// itself after `limit`.
+async fn tick(bar: ProgressBar, progress: Arc<RunProgress>, limit: Duration) {
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < limit {
+        bar.set_position(started.elapsed().as_millis() as u64);
+        bar.set_message(format!(
+            "{} ops, {} faults",
+            progress.n_ops.load(Ordering::Relaxed),
+            progress.n_faults.load(Ordering::Relaxed)
+        ));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
