@@ -4,8 +4,8 @@ use anyhow::{bail, Context};
 use clap::Args;
 use helios_checker::check::{check_file, CheckError, CheckOptions, Report};
 use helios_checker::format::Format;
+use helios_checker::report;
 use helios_checker::select::CheckerKind;
-use helios_checker::view;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -196,7 +196,7 @@ fn report_error(error: &CheckError) -> i32 {
 }
 
 fn write_view(report: &Report, path: &Path) -> anyhow::Result<()> {
-    let html = view::render_html(report);
+    let html = report::render_report_html(report);
     std::fs::write(path, html).with_context(|| format!("{}: cannot write the view", path.display()))
 }
 

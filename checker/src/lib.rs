@@ -17,6 +17,7 @@ pub mod lines;
 pub mod models;
 pub mod ops;
 pub mod porcupine_kv;
+pub mod report;
 pub mod select;
 pub mod sets;
 pub mod summary;

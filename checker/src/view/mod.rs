@@ -14,7 +14,7 @@ mod nemesis;
 mod page;
 mod section;
 mod select;
-mod text;
+pub(crate) mod text;
 
 use crate::check::Report;
 use crate::ops::{NemesisEvent, Operation, Operations};
@@ -38,6 +38,19 @@ const MAX_TEXT_CHARS: usize = 200;
 /// gets the header and the verdicts of the partitions, without lanes.
 pub fn render_html(report: &Report) -> String {
     page::render(report)
+}
+
+/// The view's style sheet and script, for a page that embeds its partitions with [`embed`].
+pub(crate) use page::{CSS, SCRIPT};
+
+/// Appends the view's body to a page that has its own header: the witness in words, the
+/// legend, and the partition sections (or, without kept operations, their verdicts).
+///
+/// The page's byte budget counts what `out` already holds and the `bytes_after` that the
+/// caller will append after this, so the whole page stays bounded. The caller adds [`CSS`]
+/// in its head and [`SCRIPT`] (with a `<div id="tip">`) at its end.
+pub(crate) fn embed(out: &mut String, report: &Report, bytes_after: usize) {
+    page::embed(out, report, bytes_after);
 }
 
 /// What the horizontal axis measures: times (ns) when the history has them for every event

@@ -40,8 +40,31 @@ pub(super) fn render(report: &Report) -> String {
     out.push_str("</style>\n</head>\n<body>\n");
     out.push_str(PATTERNS);
     header(&mut out, report);
+    lanes_or_verdicts(&mut out, report, 0);
+    out.push_str("<div id=\"tip\" role=\"tooltip\"></div>\n<script>");
+    out.push_str(SCRIPT);
+    out.push_str("</script>\n</body>\n</html>\n");
+    out
+}
+
+/// The body of the view inside another page: witness, legend, then the partitions.
+pub(super) fn embed(out: &mut String, report: &Report, bytes_after: usize) {
+    out.push_str(PATTERNS);
+    if let Some(witness) = report
+        .linearizability
+        .as_ref()
+        .and_then(|linear| linear.witness.as_ref())
+    {
+        witness_words(out, witness);
+    }
+    out.push_str(LEGEND);
+    lanes_or_verdicts(out, report, bytes_after);
+}
+
+/// The partitions' lanes, or without kept operations a table of their verdicts.
+fn lanes_or_verdicts(out: &mut String, report: &Report, bytes_after: usize) {
     match &report.operations {
-        Some(operations) => partitions(&mut out, report, operations),
+        Some(operations) => partitions(out, report, operations, bytes_after),
         None => {
             out.push_str(
                 "<p class=\"cut\">The report holds no operations (the check did not keep them), \
@@ -54,14 +77,10 @@ pub(super) fn render(report: &Report) -> String {
                     .iter()
                     .map(|p| (key_words(&p.key), p.verdict, p.n_ops, "operations not kept"))
                     .collect();
-                left_out_table(&mut out, &rows, rows.len());
+                left_out_table(out, &rows, rows.len());
             }
         }
     }
-    out.push_str("<div id=\"tip\" role=\"tooltip\"></div>\n<script>");
-    out.push_str(SCRIPT);
-    out.push_str("</script>\n</body>\n</html>\n");
-    out
 }
 
 /// The header: file, verdict, model, counts, and the witness or the reason for `unknown`.
@@ -195,8 +214,9 @@ pub(super) fn key_words(key: &Option<String>) -> String {
     }
 }
 
-/// Draws the partitions within the page's budgets, then lists those left out.
-fn partitions(out: &mut String, report: &Report, operations: &Operations) {
+/// Draws the partitions within the page's budgets, then lists those left out. `bytes_after`
+/// is what the page will append after them, counted against the page's size limit.
+fn partitions(out: &mut String, report: &Report, operations: &Operations, bytes_after: usize) {
     let groups = select::groups(report, operations);
     let axis = Axis::for_operations(operations);
     let markers = nemesis::markers(&operations.nemesis, |event| axis.nemesis(event));
@@ -239,7 +259,7 @@ fn partitions(out: &mut String, report: &Report, operations: &Operations) {
         let mut cap = wanted.min(ops_left);
         loop {
             let (html, n_drawn) = section::render(&context, group, &placed, cap);
-            if out.len() + html.len() + RESERVED_BYTES <= MAX_PAGE_BYTES {
+            if out.len() + bytes_after + html.len() + RESERVED_BYTES <= MAX_PAGE_BYTES {
                 out.push_str(&html);
                 ops_left = ops_left.saturating_sub(n_drawn);
                 break;
@@ -312,7 +332,7 @@ const LEGEND: &str = concat!(
     "<text x=\"831\" y=\"15\">nemesis fault</text></svg></div>\n"
 );
 
-const CSS: &str = r#"
+pub(crate) const CSS: &str = r#"
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 24px 40px;color:#1c2430;background:#fff}
 h1{font-size:22px;margin:18px 0 8px}h2{font-size:16px;margin:0 0 6px}
 h2 small{font-weight:normal;color:#5a6676;margin-left:8px}
@@ -351,7 +371,7 @@ font:12px/1.4 ui-monospace,Menlo,Consolas,monospace;white-space:pre-wrap;word-br
 /// Tooltips from `data-t` (a point or a listed step shows the tooltip of the bar it refers to
 /// with `data-ref`, and highlights that bar), and scrolling the
 /// failing operation into view. Text goes in with `textContent`, never as markup.
-const SCRIPT: &str = r#"
+pub(crate) const SCRIPT: &str = r#"
 (function(){
 var tip=document.getElementById('tip'),lit=null;
 function place(e){var w=tip.offsetWidth,h=tip.offsetHeight,x=e.clientX+14,y=e.clientY+16;
