@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use helios_checker::check::{check_file, CheckOptions};
+use helios_checker::report;
 use helios_checker::Verdict;
 use helios_workload::client::RunProgress;
 use helios_workload::runner::SUPPORTED_WORKLOADS;
@@ -114,6 +115,8 @@ fn report(args: &RunArgs, config: &RunConfig, outcome: &RunOutcome) -> anyhow::R
     let options = CheckOptions {
         model: Some("cas-register(nil)".to_owned()),
         timeout: Some(args.check_timeout),
+        // The report's linearization view needs each partition's linearization.
+        keep_linearizations: true,
         ..CheckOptions::default()
     };
     let check = check_file(&outcome.history_path, &options)
@@ -130,6 +133,9 @@ fn report(args: &RunArgs, config: &RunConfig, outcome: &RunOutcome) -> anyhow::R
     let text = serde_json::to_string_pretty(&results).context("cannot serialize results.json")?;
     std::fs::write(&results_path, format!("{text}\n"))
         .with_context(|| format!("{}: cannot write", results_path.display()))?;
+    let page_path = outcome.run_dir.join("report.html");
+    std::fs::write(&page_path, report::render_report_html(&check))
+        .with_context(|| format!("{}: cannot write", page_path.display()))?;
     if args.json {
         println!("{text}");
     } else {

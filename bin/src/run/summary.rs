@@ -91,7 +91,7 @@ pub fn human_summary(
     write_final_reads(&mut text, outcome);
     let _ = writeln!(
         text,
-        "\nrun took {:.1} s, check {:.0} ms; results in {}",
+        "\nrun took {:.1} s, check {:.0} ms; results in {} and report.html beside it",
         outcome.wall_time.as_secs_f64(),
         check.elapsed_ms,
         outcome.run_dir.join("results.json").display()
