@@ -1,8 +1,13 @@
-//! helios-cluster: the database under test. Today: the Raft metadata service, the transport
-//! abstraction with its seeded simulated network, and the in-process test cluster.
+//! helios-cluster: the database under test: the Raft metadata service, sharded storage nodes
+//! with online rebalancing and a SQL front end, the transport abstraction with its seeded
+//! simulated network, and the in-process test clusters.
 
 pub mod metadata;
 pub mod net;
+pub mod sharding;
+pub mod sql;
+pub mod storage;
+mod storage_cluster;
 mod test_cluster;
 
 pub use metadata::{
@@ -10,4 +15,13 @@ pub use metadata::{
     NodeId, NodeSettings,
 };
 pub use net::{NetworkSimulator, Transport, TransportError};
+pub use sharding::{
+    Column, CreateTableRequest, DataType, MetadataService, MetadataServiceError, ShardId,
+    StorageNodeId,
+};
+pub use sql::{Row, SqlValue, ToSqlValue};
+pub use storage_cluster::{
+    ClusterError, NodeHandle, QueryResult, RebalanceProgress, RebalanceStatus, ResultRow,
+    StorageCluster, StorageClusterOptions,
+};
 pub use test_cluster::{ClusterOptions, RaftTestCluster};

@@ -4,3 +4,6 @@
 // Section 1: Raft consensus (RAFT-001..005).
 mod raft_consensus_tests;
 mod raft_history;
+
+// Section 2: sharding and rebalancing (SHARD-001..004).
+mod sharding_tests;

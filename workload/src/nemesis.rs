@@ -37,15 +37,19 @@ pub async fn run_nemesis(
     let mut applied = 0;
     for fault in plan {
         tokio::time::sleep_until((start + fault.start).into()).await;
-        let (active, f, value) = apply(&cluster, &fault.action).await?;
-        recorder.record(EventDraft::nemesis(f, value));
+        // Record first, then apply: no effect of a fault may precede its event, or recovery
+        // times would charge the fault's first disruptions to the fault before it.
+        let prepared = prepare(&cluster, &fault.action).await;
+        recorder.record(EventDraft::nemesis(prepared.f, prepared.value.clone()));
+        let active = apply(&cluster, &prepared).await?;
         progress.n_faults.fetch_add(1, Ordering::Relaxed);
         applied += 1;
-        tracing::info!(fault = f.as_str(), "nemesis: fault started");
+        tracing::info!(fault = prepared.f.as_str(), "nemesis: fault started");
 
         tokio::time::sleep_until((start + fault.end).into()).await;
-        let (f, value) = undo(&cluster, &active).await?;
+        let (f, value) = heal_event(&active);
         recorder.record(EventDraft::nemesis(f, value));
+        undo(&cluster, &active).await?;
         tracing::info!(fault = f.as_str(), "nemesis: fault healed");
     }
     Ok(applied)
@@ -80,31 +84,90 @@ fn names(ids: &[u64]) -> Vec<String> {
     ids.iter().copied().map(node_name).collect()
 }
 
-async fn apply(
-    cluster: &RaftTestCluster,
-    action: &FaultAction,
-) -> Result<(ActiveFault, Function, serde_json::Value), WorkloadError> {
+/// A fault with its targets resolved, ready to record and then apply.
+struct Prepared {
+    action: FaultAction,
+    /// The node a kill or a pause targets, resolved (the leader, when preferred).
+    node: Option<u64>,
+    f: Function,
+    value: serde_json::Value,
+}
+
+/// Resolves a fault's targets and the event that describes it, without touching the cluster.
+async fn prepare(cluster: &RaftTestCluster, action: &FaultAction) -> Prepared {
+    let prepared = |node, f, value| Prepared {
+        action: action.clone(),
+        node,
+        f,
+        value,
+    };
     match action {
         FaultAction::Partition { groups } => {
-            bounded("partition", cluster.partition_groups(groups.clone())).await?;
             let groups: Vec<Vec<String>> = groups.iter().map(|group| names(group)).collect();
             let value = json!({"nemesis": "partition", "groups": groups});
-            Ok((ActiveFault::Network, Function::StartPartition, value))
+            prepared(None, Function::StartPartition, value)
         }
         FaultAction::IsolateLeader { fallback } => {
             let leader = cluster.current_leader().await.unwrap_or(*fallback);
-            let node_count = cluster.nodes.len() as u64;
-            let others: Vec<u64> = (0..node_count).filter(|&id| id != leader).collect();
-            bounded(
-                "isolate-leader",
-                cluster.partition(vec![leader], others.clone()),
-            )
-            .await?;
+            let others = others(cluster, leader);
             let groups = vec![names(&[leader]), names(&others)];
             let value = json!({"nemesis": "isolate-leader", "groups": groups});
-            Ok((ActiveFault::Network, Function::StartPartition, value))
+            prepared(Some(leader), Function::StartPartition, value)
         }
         FaultAction::MajoritiesRing { ring, blocked } => {
+            let blocked: Vec<Vec<String>> = blocked
+                .iter()
+                .map(|&(a, b)| vec![node_name(a), node_name(b)])
+                .collect();
+            let value =
+                json!({"nemesis": "majorities-ring", "ring": names(ring), "blocked": blocked});
+            prepared(None, Function::StartPartition, value)
+        }
+        FaultAction::Kill(target) => {
+            let node = resolve_target(cluster, *target).await;
+            prepared(Some(node), Function::Kill, json!({"node": node_name(node)}))
+        }
+        FaultAction::Pause(target) => {
+            let node = resolve_target(cluster, *target).await;
+            prepared(
+                Some(node),
+                Function::Pause,
+                json!({"node": node_name(node)}),
+            )
+        }
+    }
+}
+
+fn others(cluster: &RaftTestCluster, node: u64) -> Vec<u64> {
+    let node_count = cluster.nodes.len() as u64;
+    (0..node_count).filter(|&id| id != node).collect()
+}
+
+/// Applies a prepared fault; returns what must be undone to heal it.
+async fn apply(
+    cluster: &RaftTestCluster,
+    prepared: &Prepared,
+) -> Result<ActiveFault, WorkloadError> {
+    let node = || {
+        prepared
+            .node
+            .expect("kill, pause and isolate-leader resolve their node")
+    };
+    match &prepared.action {
+        FaultAction::Partition { groups } => {
+            bounded("partition", cluster.partition_groups(groups.clone())).await?;
+            Ok(ActiveFault::Network)
+        }
+        FaultAction::IsolateLeader { .. } => {
+            let leader = node();
+            bounded(
+                "isolate-leader",
+                cluster.partition(vec![leader], others(cluster, leader)),
+            )
+            .await?;
+            Ok(ActiveFault::Network)
+        }
+        FaultAction::MajoritiesRing { blocked, .. } => {
             // Each blocked link is cut both ways; `partition_groups` cannot express a ring.
             bounded("majorities-ring", async {
                 for &(a, b) in blocked {
@@ -113,51 +176,33 @@ async fn apply(
                 }
             })
             .await?;
-            let blocked: Vec<Vec<String>> = blocked
-                .iter()
-                .map(|&(a, b)| vec![node_name(a), node_name(b)])
-                .collect();
-            let value =
-                json!({"nemesis": "majorities-ring", "ring": names(ring), "blocked": blocked});
-            Ok((ActiveFault::Network, Function::StartPartition, value))
+            Ok(ActiveFault::Network)
         }
-        FaultAction::Kill(target) => {
-            let node = resolve_target(cluster, *target).await;
-            bounded("kill", cluster.kill_node(node)).await?;
-            Ok((
-                ActiveFault::Killed(node),
-                Function::Kill,
-                json!({"node": node_name(node)}),
-            ))
+        FaultAction::Kill(_) => {
+            bounded("kill", cluster.kill_node(node())).await?;
+            Ok(ActiveFault::Killed(node()))
         }
-        FaultAction::Pause(target) => {
-            let node = resolve_target(cluster, *target).await;
-            bounded("pause", cluster.pause_node(node)).await?;
-            Ok((
-                ActiveFault::Paused(node),
-                Function::Pause,
-                json!({"node": node_name(node)}),
-            ))
+        FaultAction::Pause(_) => {
+            bounded("pause", cluster.pause_node(node())).await?;
+            Ok(ActiveFault::Paused(node()))
         }
     }
 }
 
-async fn undo(
-    cluster: &RaftTestCluster,
-    active: &ActiveFault,
-) -> Result<(Function, serde_json::Value), WorkloadError> {
+/// The event that records the heal of `active`.
+fn heal_event(active: &ActiveFault) -> (Function, serde_json::Value) {
     match *active {
-        ActiveFault::Network => {
-            bounded("heal", cluster.heal()).await?;
-            Ok((Function::StopPartition, json!("network-healed")))
-        }
-        ActiveFault::Killed(node) => {
-            bounded("restart", cluster.restart_node(node)).await?;
-            Ok((Function::Restart, json!({"node": node_name(node)})))
-        }
-        ActiveFault::Paused(node) => {
-            bounded("resume", cluster.resume_node(node)).await?;
-            Ok((Function::Resume, json!({"node": node_name(node)})))
-        }
+        ActiveFault::Network => (Function::StopPartition, json!("network-healed")),
+        ActiveFault::Killed(node) => (Function::Restart, json!({"node": node_name(node)})),
+        ActiveFault::Paused(node) => (Function::Resume, json!({"node": node_name(node)})),
+    }
+}
+
+/// Heals `active`.
+async fn undo(cluster: &RaftTestCluster, active: &ActiveFault) -> Result<(), WorkloadError> {
+    match *active {
+        ActiveFault::Network => bounded("heal", cluster.heal()).await,
+        ActiveFault::Killed(node) => bounded("restart", cluster.restart_node(node)).await,
+        ActiveFault::Paused(node) => bounded("resume", cluster.resume_node(node)).await,
     }
 }

@@ -38,9 +38,9 @@ pub struct NodeSettings {
 impl Default for NodeSettings {
     fn default() -> Self {
         Self {
-            heartbeat_interval: Duration::from_millis(50),
-            election_timeout_min: Duration::from_millis(150),
-            election_timeout_max: Duration::from_millis(300),
+            heartbeat_interval: Duration::from_millis(30),
+            election_timeout_min: Duration::from_millis(100),
+            election_timeout_max: Duration::from_millis(200),
             request_timeout: Duration::from_secs(2),
             unsafe_stale_reads: false,
         }

@@ -25,6 +25,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 
 use super::types::{MetadataCommand, MetadataResponse, NodeId, TypeConfig};
+use crate::sharding::ShardMap;
 
 /// The key-value state of the metadata state machine, plus what Raft needs to resume it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -36,6 +37,10 @@ pub struct StateMachineData {
     pub last_membership: StoredMembership<NodeId, openraft::BasicNode>,
     /// The key-value map. A `BTreeMap` so that iteration order (and so snapshots) is deterministic.
     pub kv: BTreeMap<String, String>,
+    /// Tables, storage nodes and the ownership epoch (sharding). Absent from snapshots taken
+    /// before sharding existed, hence the default.
+    #[serde(default)]
+    pub shard_map: ShardMap,
 }
 
 impl StateMachineData {
@@ -47,6 +52,7 @@ impl StateMachineData {
                 MetadataResponse {
                     applied: true,
                     previous,
+                    shard_map: None,
                 }
             }
             MetadataCommand::CompareAndSet { key, expected, new } => {
@@ -55,7 +61,19 @@ impl StateMachineData {
                 if applied {
                     self.kv.insert(key.clone(), new.clone());
                 }
-                MetadataResponse { applied, previous }
+                MetadataResponse {
+                    applied,
+                    previous,
+                    shard_map: None,
+                }
+            }
+            MetadataCommand::ShardMap(command) => {
+                let outcome = self.shard_map.apply(command);
+                MetadataResponse {
+                    applied: outcome.is_ok(),
+                    previous: None,
+                    shard_map: Some(outcome),
+                }
             }
         }
     }
@@ -133,6 +151,15 @@ impl DurableStorage {
     /// A copy of the applied key-value map.
     pub fn state(&self) -> BTreeMap<String, String> {
         self.lock().state_machine.kv.clone()
+    }
+
+    /// A copy of the applied shard map, with the id of the last entry applied to it.
+    pub fn shard_map(&self) -> (ShardMap, Option<LogId<NodeId>>) {
+        let state = self.lock();
+        (
+            state.state_machine.shard_map.clone(),
+            state.state_machine.last_applied,
+        )
     }
 
     /// A copy of the stored log entries, in index order.

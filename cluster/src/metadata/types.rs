@@ -5,6 +5,8 @@ use std::io::Cursor;
 use openraft::EntryPayload;
 use serde::{Deserialize, Serialize};
 
+use crate::sharding::{ShardMapCommand, ShardMapError, ShardMapOutcome};
+
 /// A metadata node's identity; equal to its index in `RaftTestCluster::nodes`.
 pub type NodeId = u64;
 
@@ -41,16 +43,22 @@ pub enum MetadataCommand {
         /// The value written when the comparison succeeds.
         new: String,
     },
+    /// A change of the shard map (tables, storage nodes, ownership epochs).
+    ShardMap(ShardMapCommand),
 }
 
 /// What the state machine answers after applying one log entry.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetadataResponse {
     /// Whether the command changed the state: always true for `Set`, the comparison's outcome
-    /// for `CompareAndSet`, false for blank and membership entries.
+    /// for `CompareAndSet`, whether the shard map accepted a `ShardMap` command, false for
+    /// blank and membership entries.
     pub applied: bool,
     /// The key's value before the command, if the entry carried a command.
     pub previous: Option<String>,
+    /// The outcome of a [`MetadataCommand::ShardMap`] command; `None` for every other entry.
+    #[serde(default)]
+    pub shard_map: Option<Result<ShardMapOutcome, ShardMapError>>,
 }
 
 /// A comparable, printable view of one log entry, as returned by `MetadataNode::get_log`.

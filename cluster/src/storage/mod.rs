@@ -1,0 +1,17 @@
+//! Storage nodes and their engines: an in-memory engine for simulation, redb when a node has a
+//! data directory.
+
+mod capture;
+mod engine;
+mod memory;
+mod node;
+mod redb_engine;
+
+pub use capture::{CaptureEntry, ChangeCapture};
+pub use engine::{
+    borrowed, key_bounds, key_hash, stored_key, stored_key_hash, EngineError, Entry, KeyBounds,
+    StorageEngine,
+};
+pub use memory::MemoryEngine;
+pub use node::{NodeError, StorageNode};
+pub use redb_engine::RedbEngine;
