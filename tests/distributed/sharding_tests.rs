@@ -51,6 +51,7 @@ async fn test_shard_assignment() {
         .await
         .unwrap();
     // Add 3 storage nodes
+    #[allow(clippy::useless_vec)] // the seed's own text
     let nodes = vec![
         metadata
             .add_storage_node("node_0", "127.0.0.1:7000")

@@ -103,7 +103,11 @@ pub fn human_summary(
 /// `helios check` prints, with the definitions in `results.json`).
 fn write_operations(text: &mut String, check: &Report) {
     let Some(timing) = &check.timing else {
-        let _ = writeln!(text, "\noperations: {} invoked (no timing: the history has no times)", check.n_ops);
+        let _ = writeln!(
+            text,
+            "\noperations: {} invoked (no timing: the history has no times)",
+            check.n_ops
+        );
         return;
     };
     let mut by_f: BTreeMap<&str, [u64; 3]> = BTreeMap::new();
@@ -136,7 +140,9 @@ fn write_operations(text: &mut String, check: &Report) {
     for (f, counts) in &by_f {
         let (p50, p99) = latency
             .get(f)
-            .map_or(("-".to_owned(), "-".to_owned()), |(p50, p99)| (format!("{p50:.2}"), format!("{p99:.2}")));
+            .map_or(("-".to_owned(), "-".to_owned()), |(p50, p99)| {
+                (format!("{p50:.2}"), format!("{p99:.2}"))
+            });
         let _ = writeln!(
             text,
             "  {:<6} {:>8} {:>8} {:>6} {:>9} {:>9}",
@@ -147,7 +153,11 @@ fn write_operations(text: &mut String, check: &Report) {
 
 /// Each fault with its recovery time (RTO), from the checker's timing report.
 fn write_faults(text: &mut String, check: &Report) {
-    let faults = check.timing.as_ref().map(|t| t.faults.as_slice()).unwrap_or_default();
+    let faults = check
+        .timing
+        .as_ref()
+        .map(|t| t.faults.as_slice())
+        .unwrap_or_default();
     let _ = writeln!(text, "\nfaults: {} injected", faults.len());
     if faults.is_empty() {
         return;
@@ -157,9 +167,12 @@ fn write_faults(text: &mut String, check: &Report) {
         "  {:>3} {:<16} {:>8} {:>8} {:>9} {:>8}  targets",
         "#", "f", "start s", "end s", "disrupted", "RTO ms"
     );
-    let seconds = |ns: Option<u64>| ns.map_or("-".to_owned(), |ns| format!("{:.2}", ns as f64 / 1e9));
+    let seconds =
+        |ns: Option<u64>| ns.map_or("-".to_owned(), |ns| format!("{:.2}", ns as f64 / 1e9));
     for (number, fault) in faults.iter().enumerate() {
-        let rto = fault.rto_ms.map_or("never".to_owned(), |ms| format!("{ms:.0}"));
+        let rto = fault
+            .rto_ms
+            .map_or("never".to_owned(), |ms| format!("{ms:.0}"));
         let _ = writeln!(
             text,
             "  {:>3} {:<16} {:>8} {:>8} {:>9} {:>8}  {}",
