@@ -83,7 +83,10 @@ async fn a_short_faulty_run_records_a_well_formed_history_whose_operations_pair_
     assert!(problems.is_empty(), "seed 7: {problems:#?}");
 
     // The run did something: operations of every kind, faults started and healed, final reads.
-    let n_ok = events.iter().filter(|e| e.event_type == EventType::Ok).count();
+    let n_ok = events
+        .iter()
+        .filter(|e| e.event_type == EventType::Ok)
+        .count();
     assert!(n_ok > 20, "seed 7: only {n_ok} ok operations");
     assert!(outcome.n_faults_applied >= 1, "seed 7: no fault applied");
     let starts = events.iter().filter(|e| e.f.starts_fault()).count();
@@ -202,14 +205,19 @@ async fn stale_reads_mode_under_partitions_produces_a_stale_read() {
         // operation that cannot be placed.
         let report = check_file(&outcome.history_path, &CheckOptions::default()).unwrap();
         if report.verdict == Verdict::Invalid {
-            let linear = report.linearizability.expect("the register workload is checked for linearizability");
+            let linear = report
+                .linearizability
+                .expect("the register workload is checked for linearizability");
             witness = linear.witness.map(|w| w.description);
             break;
         }
     }
     // Check: the broken mode is demonstrably broken, and the witness is a read.
     let witness = witness.expect("no stale read in three runs with stale reads enabled");
-    assert!(witness.contains(": read "), "witness is not a read: {witness}");
+    assert!(
+        witness.contains(": read "),
+        "witness is not a read: {witness}"
+    );
 }
 
 fn events_from(lines: &[serde_json::Value]) -> Vec<Event> {
