@@ -165,3 +165,37 @@ fn the_witness_of_a_keyed_history_is_in_the_bad_key() {
         witness.description
     );
 }
+
+#[test]
+fn archived_helios_runs_keep_their_verdicts() {
+    let manifest = std::fs::read_to_string(histories().join("runs/manifest.tsv")).unwrap();
+    let mut checked = 0;
+    for line in manifest
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let columns: Vec<&str> = line.split('\t').collect();
+        let [path, _format, _checkers, expected, why] = columns[..] else {
+            panic!("runs manifest line has {} columns: {line}", columns.len());
+        };
+        let expected = if expected == "valid" {
+            Verdict::Valid
+        } else {
+            Verdict::Invalid
+        };
+        let report = check_file(&histories().join(path), &CheckOptions::default())
+            .unwrap_or_else(|error| panic!("{path}: {error}"));
+        assert_eq!(
+            report.verdict,
+            expected,
+            "{path} ({why}):\n{}",
+            report.summary()
+        );
+        assert!(
+            report.timing.is_some(),
+            "{path}: a timed run gets the timing analysis"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 2);
+}
