@@ -4,6 +4,7 @@
 
 pub mod metadata;
 pub mod net;
+pub mod replication;
 pub mod sharding;
 pub mod sql;
 pub mod storage;

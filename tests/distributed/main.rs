@@ -7,3 +7,6 @@ mod raft_history;
 
 // Section 2: sharding and rebalancing (SHARD-001..004).
 mod sharding_tests;
+
+// Section 3: replication and failover (REP-001..005).
+mod replication_tests;

@@ -5,6 +5,7 @@
 // to choose.
 #![allow(clippy::result_large_err)]
 
+pub mod bus;
 mod sim;
 
 use std::future::Future;
