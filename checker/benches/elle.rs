@@ -14,6 +14,8 @@
 //! committed, but full of G-single and G2-item cycles, so the cycle search has real
 //! components to work through.
 
+mod support;
+
 use helios_checker::elle::{self, Consistency, ElleOptions};
 use helios_checker::format::{self, Format};
 use helios_checker::ops;
@@ -188,22 +190,13 @@ fn write_event(
     line.push_str("]}\n");
 }
 
-fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
 /// The child: read, pair and check one history, then report.
 fn child(path: &str) {
     let started = Instant::now();
     let source = format::open(Path::new(path), Some(Format::Jsonl)).expect("history opens");
     let operations = ops::pair(source.events, path).expect("history pairs");
     let read_ms = started.elapsed().as_secs_f64() * 1e3;
-    let read_rss_mb = peak_rss_mb();
+    let read_rss_mb = support::peak_rss_mib();
     let options = ElleOptions {
         consistency: Consistency::ReadCommitted,
         ..ElleOptions::default()
@@ -219,7 +212,7 @@ fn child(path: &str) {
         read_ms,
         report.elapsed_ms,
         total_s,
-        peak_rss_mb(),
+        support::peak_rss_mib(),
         read_rss_mb
     );
     if let Some(reason) = &report.unknown_reason {

@@ -4,6 +4,8 @@
 //! the peak resident set of a child process that checks one case, read from
 //! `/proc/self/status` (VmHWM), so the cases do not pollute each other's figures.
 
+mod support;
+
 use helios_checker::check::{check_file, CheckOptions};
 use helios_checker::format::{self, Format};
 use helios_checker::linear::{self, LinearOptions};
@@ -116,21 +118,6 @@ fn child(case: &str, argument: &str) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| {
-            rest.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .map_or(f64::NAN, |kib| kib / 1024.0)
-}
-
 /// In the child: checks one file with one model, prints `verdict elapsed_ms peak_rss_mib`.
 fn run_child(case: &str) {
     let argument = std::env::var("HELIOS_BENCH_ARGUMENT").expect("argument set");
@@ -146,7 +133,7 @@ fn run_child(case: &str) {
         "{case} {} {:.1} {:.1}",
         report.verdict,
         ms(elapsed),
-        peak_rss_mib()
+        support::peak_rss_mib()
     );
 }
 

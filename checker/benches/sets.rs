@@ -10,6 +10,8 @@
 //! - `in-memory`: `sets::check` on an `Operations` held in memory, at a tenth of the reads
 //!   and a fifth of the elements, to show the whole-history path at a size that fits.
 
+mod support;
+
 use helios_checker::history::Process;
 use helios_checker::ops::{Operation, Operations, Outcome};
 use helios_checker::sets::{self, SetChecker, SetOptions, SetReport};
@@ -97,21 +99,6 @@ fn expected_lost(shape: Shape) -> usize {
         .count()
 }
 
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| {
-            rest.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .map_or(f64::NAN, |kib| kib / 1024.0)
-}
-
 fn print_report(case: &str, shape: Shape, report: &SetReport, seconds: f64, occurrences: u64) {
     println!(
         "{case}: {} elements, {} reads, {occurrences} element occurrences in reads: {:.2} s, \
@@ -120,7 +107,7 @@ fn print_report(case: &str, shape: Shape, report: &SetReport, seconds: f64, occu
         report.n_elements,
         report.n_reads,
         seconds,
-        peak_rss_mib(),
+        support::peak_rss_mib(),
         report.verdict,
         report.stable_count,
         report.lost_count,
