@@ -35,7 +35,8 @@ pub struct CheckArgs {
     /// Print the full report as JSON.
     #[arg(long)]
     json: bool,
-    /// Write the linearization view (one self-contained HTML file). With several files, a folder.
+    /// Write the report page (one self-contained HTML file: verdicts, plots, anomalies, the
+    /// linearization view). With several files, a folder.
     #[arg(long, value_name = "PATH")]
     html: Option<PathBuf>,
     /// Give up after this long (`30s`, `500ms`, or seconds); the verdict is then unknown.
