@@ -1,6 +1,7 @@
 //! `helios run`: start the embedded cluster, drive a workload under faults, record the history,
 //! check it, and write `results.json` next to `history.jsonl`.
 
+mod set;
 mod summary;
 
 use std::hash::{BuildHasher, Hasher};
@@ -26,20 +27,47 @@ use crate::check::parse_duration;
 /// Deliberately broken cluster modes, to show that the checker catches what they break.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum UnsafeMode {
-    /// Every node answers reads from its local state, leader or not: reads can be stale.
+    /// Every node answers reads from its local state, leader or not: reads can be stale
+    /// (register workload).
     StaleReads,
+    /// Moves switch ownership right after the bulk copy, without catching up the writes made
+    /// during it, so those writes are lost (set workload).
+    SkipCatchup,
 }
+
+impl UnsafeMode {
+    /// The `--unsafe` name.
+    fn as_str(self) -> &'static str {
+        match self {
+            UnsafeMode::StaleReads => "stale-reads",
+            UnsafeMode::SkipCatchup => "skip-catchup",
+        }
+    }
+
+    /// The workload whose cluster this mode breaks.
+    fn workload(self) -> &'static str {
+        match self {
+            UnsafeMode::StaleReads => "register",
+            UnsafeMode::SkipCatchup => "set",
+        }
+    }
+}
+
+/// The workloads `helios run` knows: the register workload on the Raft metadata cluster, and
+/// the set workload on the sharded storage cluster.
+pub const WORKLOADS: [&str; 2] = ["register", "set"];
 
 /// Arguments of `helios run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The workload to run. Supported: register.
+    /// The workload to run: register (Raft metadata cluster) or set (sharded storage cluster).
     #[arg(long, default_value = "register")]
     workload: String,
-    /// Faults to inject, comma-separated: partition, isolate-leader, majorities-ring, kill, pause;
-    /// or none.
-    #[arg(long, default_value = "partition,kill,pause")]
-    nemesis: String,
+    /// Faults to inject, comma-separated, or none. Register: partition, isolate-leader,
+    /// majorities-ring, kill, pause (default partition,kill,pause). Set: add-node, kill,
+    /// partition (default all three).
+    #[arg(long)]
+    nemesis: Option<String>,
     /// How long clients run (`30s`, `500ms`, `2m`); the last 20 % (at least 3 s) is fault-free.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     time: Duration,
@@ -49,19 +77,22 @@ pub struct RunArgs {
     /// The seed of every random choice; random (and printed) when absent.
     #[arg(long)]
     seed: Option<u64>,
-    /// The target rate of operations per second, all clients together.
-    #[arg(long, default_value_t = 1000.0)]
-    rate: f64,
-    /// The number of cluster nodes.
-    #[arg(long, default_value_t = 5)]
-    nodes: usize,
+    /// The target rate of operations per second, all clients together (default 1000 for
+    /// register, 200 for set, whose reads return the whole set).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// The number of cluster nodes: metadata nodes for register (default 5), storage nodes at
+    /// start for set (default 3, with 3 metadata nodes).
+    #[arg(long)]
+    nodes: Option<usize>,
     /// A deliberately broken mode, as a test aid for the checker.
     #[arg(long = "unsafe", value_enum, value_name = "MODE")]
     unsafe_mode: Option<UnsafeMode>,
-    /// The bound on each client operation; past it the outcome is unknown.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
-    op_timeout: Duration,
-    /// The budget of the linearizability check; past it the verdict is unknown.
+    /// The bound on each client operation; past it the outcome is unknown (default 1s for
+    /// register, 2s for set).
+    #[arg(long, value_parser = parse_duration)]
+    op_timeout: Option<Duration>,
+    /// The budget of the check; past it the verdict is unknown.
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     check_timeout: Duration,
     /// Runs are written to `STORE/<workload>/<timestamp>/`.
@@ -75,6 +106,10 @@ pub struct RunArgs {
 /// Runs `helios run`; returns the exit code: 0 valid, 1 invalid, 2 unknown.
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     init_tracing();
+    check_workload(&args)?;
+    if args.workload == "set" {
+        return set::run_set(&args);
+    }
     let config = run_config(&args)?;
     // The seed comes first, so that a run that dies can be replayed.
     eprintln!("helios run: seed {}", config.seed);
@@ -89,7 +124,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         .build()
         .context("cannot start the tokio runtime")?;
     let progress = Arc::new(RunProgress::default());
-    let bar = progress_bar(&args, &config);
+    let bar = progress_bar(&args, config.time);
     let outcome = runtime
         .block_on(async {
             let limit = config.time + Duration::from_secs(600);
@@ -108,6 +143,28 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     runtime.shutdown_timeout(Duration::from_secs(5));
     report(&args, &config, &outcome)
+}
+
+/// Refuses an unknown workload, and an unsafe mode that breaks another workload's cluster.
+fn check_workload(args: &RunArgs) -> anyhow::Result<()> {
+    if !WORKLOADS.contains(&args.workload.as_str()) {
+        anyhow::bail!(
+            "unknown workload {:?}: supported workloads are {}",
+            args.workload,
+            WORKLOADS.join(", ")
+        );
+    }
+    if let Some(mode) = args.unsafe_mode {
+        if mode.workload() != args.workload {
+            anyhow::bail!(
+                "--unsafe {} breaks the {} workload's cluster, not the {} workload's",
+                mode.as_str(),
+                mode.workload(),
+                args.workload
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Checks the history, writes `results.json`, and prints the summary; returns the exit code.
@@ -163,14 +220,16 @@ fn run_config(args: &RunArgs) -> anyhow::Result<RunConfig> {
     }
     let config = RunConfig {
         workload: args.workload.clone(),
-        nemesis: NemesisKind::parse_list(&args.nemesis)?,
+        nemesis: NemesisKind::parse_list(
+            args.nemesis.as_deref().unwrap_or("partition,kill,pause"),
+        )?,
         time: args.time,
         concurrency: args.concurrency,
         seed: args.seed.unwrap_or_else(random_seed),
-        nodes: args.nodes,
+        nodes: args.nodes.unwrap_or(5),
         unsafe_stale_reads: args.unsafe_mode == Some(UnsafeMode::StaleReads),
-        op_timeout: args.op_timeout,
-        rate: args.rate,
+        op_timeout: args.op_timeout.unwrap_or(Duration::from_secs(1)),
+        rate: args.rate.unwrap_or(1000.0),
         store_dir: args.store.clone(),
         ..RunConfig::default()
     };
@@ -179,7 +238,7 @@ fn run_config(args: &RunArgs) -> anyhow::Result<RunConfig> {
 }
 
 /// A fresh seed from the standard library's per-process random keys.
-fn random_seed() -> u64 {
+pub(crate) fn random_seed() -> u64 {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u128(
         std::time::SystemTime::now()
@@ -189,7 +248,7 @@ fn random_seed() -> u64 {
     hasher.finish()
 }
 
-fn init_tracing() {
+pub(crate) fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         // openraft logs every lost message at error level, which faults make routine.
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error,openraft=off"));
@@ -202,11 +261,11 @@ fn init_tracing() {
 
 /// A bar of elapsed time over the run's length, with operation and fault counts; only when
 /// stderr is a terminal and the output is for people.
-fn progress_bar(args: &RunArgs, config: &RunConfig) -> Option<ProgressBar> {
+fn progress_bar(args: &RunArgs, time: Duration) -> Option<ProgressBar> {
     if args.json || !std::io::stderr().is_terminal() {
         return None;
     }
-    let bar = ProgressBar::new(config.time.as_millis() as u64);
+    let bar = ProgressBar::new(time.as_millis() as u64);
     let style = ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {msg}")
         .expect("the progress template is valid")
         .progress_chars("=> ");

@@ -451,3 +451,26 @@ fn every_definition_is_in_the_report() {
     }
     assert!(report.definitions["invalidation latency"].contains("other node"));
 }
+
+#[test]
+fn a_fault_never_healed_is_not_charged_with_the_next_faults_disruptions() {
+    // add-node at 1 s (never healed), a kill at 5 s with failures until 5.5 s, ok at 6 s.
+    let text = concat!(
+        "{\"index\":0,\"time\":1000000000,\"type\":\"info\",\"process\":\"nemesis\",\"f\":\"add-node\",\"value\":{\"node\":\"s3\"}}\n",
+        "{\"index\":1,\"time\":2000000000,\"type\":\"invoke\",\"process\":1,\"f\":\"write\",\"value\":1}\n",
+        "{\"index\":2,\"time\":2100000000,\"type\":\"ok\",\"process\":1,\"f\":\"write\",\"value\":1}\n",
+        "{\"index\":3,\"time\":5000000000,\"type\":\"info\",\"process\":\"nemesis\",\"f\":\"kill\",\"value\":{\"node\":\"s1\"}}\n",
+        "{\"index\":4,\"time\":5100000000,\"type\":\"invoke\",\"process\":1,\"f\":\"write\",\"value\":2}\n",
+        "{\"index\":5,\"time\":5500000000,\"type\":\"fail\",\"process\":1,\"f\":\"write\",\"value\":2,\"error\":\"node down\"}\n",
+        "{\"index\":6,\"time\":6000000000,\"type\":\"invoke\",\"process\":1,\"f\":\"write\",\"value\":3}\n",
+        "{\"index\":7,\"time\":6100000000,\"type\":\"ok\",\"process\":1,\"f\":\"write\",\"value\":3}\n",
+    );
+    let reader = helios_checker::jsonl::JsonlReader::new(text.as_bytes(), "t.jsonl").unwrap();
+    let operations = helios_checker::ops::pair(reader, "t.jsonl").unwrap();
+    let report = helios_checker::timing::analyze(&operations);
+    assert_eq!(report.faults.len(), 2);
+    assert_eq!(report.faults[0].fault, "add-node");
+    assert_eq!(report.faults[0].rto_ms, Some(0.0), "nothing failed between 1 s and 5 s");
+    assert_eq!(report.faults[1].fault, "kill");
+    assert_eq!(report.faults[1].rto_ms, Some(1000.0), "5 s to the ok invoked at 6 s");
+}

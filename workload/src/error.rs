@@ -39,6 +39,14 @@ pub enum WorkloadError {
         /// The startup budget.
         timeout_ms: u64,
     },
+    /// The embedded storage cluster could not be built or prepared for the run.
+    #[error("storage cluster: {what}: {source}")]
+    Cluster {
+        /// What the run was doing.
+        what: String,
+        /// The cluster's error.
+        source: helios_cluster::ClusterError,
+    },
     /// A task of the run panicked or was cancelled.
     #[error("run task failed: {0}")]
     TaskFailed(String),

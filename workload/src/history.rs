@@ -64,6 +64,8 @@ pub enum Function {
     Write,
     /// Compare-and-set: the value is `[expected, new]`.
     Cas,
+    /// Add one element to a set (the set workload's insert of a unique id).
+    Add,
     /// The nemesis cut the network into the groups in `value`.
     StartPartition,
     /// The nemesis healed the network.
@@ -76,6 +78,9 @@ pub enum Function {
     Pause,
     /// The nemesis resumed a paused node.
     Resume,
+    /// The nemesis added a storage node; the rebalance it starts runs in the background, so
+    /// the fault has no end event.
+    AddNode,
 }
 
 impl Function {
@@ -85,20 +90,23 @@ impl Function {
             Function::Read => "read",
             Function::Write => "write",
             Function::Cas => "cas",
+            Function::Add => "add",
             Function::StartPartition => "start-partition",
             Function::StopPartition => "stop-partition",
             Function::Kill => "kill",
             Function::Restart => "restart",
             Function::Pause => "pause",
             Function::Resume => "resume",
+            Function::AddNode => "add-node",
         }
     }
 
     /// Whether this function starts a fault (as opposed to ending one or being a client operation).
+    /// `add-node` starts a fault that no event ends: its rebalance runs to the end of the run.
     pub fn starts_fault(self) -> bool {
         matches!(
             self,
-            Function::StartPartition | Function::Kill | Function::Pause
+            Function::StartPartition | Function::Kill | Function::Pause | Function::AddNode
         )
     }
 
@@ -255,12 +263,14 @@ mod tests {
             Function::Read,
             Function::Write,
             Function::Cas,
+            Function::Add,
             Function::StartPartition,
             Function::StopPartition,
             Function::Kill,
             Function::Restart,
             Function::Pause,
             Function::Resume,
+            Function::AddNode,
         ] {
             assert_eq!(
                 serde_json::to_value(f).unwrap(),

@@ -57,7 +57,7 @@ pub async fn run_nemesis(
 
 /// Calls the cluster within [`FAULT_CALL_TIMEOUT`]; a fault call that hangs is a cluster bug
 /// that would leave the run's state unknown, so it ends the run.
-async fn bounded<T>(
+pub(crate) async fn bounded<T>(
     what: &str,
     call: impl std::future::Future<Output = T>,
 ) -> Result<T, WorkloadError> {

@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use serde::Serialize;
+
 use crate::error::WorkloadError;
-use crate::history::{Event, EventDraft, HistoryHeader};
+use crate::history::{Event, EventDraft};
 
 /// Appends events to a JSON Lines history and keeps them in memory for the run's figures.
 #[derive(Debug)]
@@ -35,9 +37,12 @@ struct RecorderInner {
 
 impl Recorder {
     /// Creates `path`, writes the header line, and starts the clock at `start`.
+    ///
+    /// The header is any serializable value, so that each workload writes its own fields (see
+    /// [`crate::history::HistoryHeader`] and [`crate::set_runner::SetHistoryHeader`]).
     pub fn create(
         path: &Path,
-        header: &HistoryHeader,
+        header: &impl Serialize,
         start: Instant,
     ) -> Result<Recorder, WorkloadError> {
         let io_error = |source| WorkloadError::Io {
@@ -128,7 +133,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::history::{EventType, Function, Process, HISTORY_FORMAT_VERSION};
+    use crate::history::{EventType, Function, HistoryHeader, Process, HISTORY_FORMAT_VERSION};
 
     fn header() -> HistoryHeader {
         HistoryHeader {

@@ -166,7 +166,7 @@ impl RunConfig {
 }
 
 /// The seeded random stream number `stream_id` of a run: 0 for the nemesis, then two per client.
-fn stream(seed: u64, stream_id: u64) -> ChaCha8Rng {
+pub(crate) fn stream(seed: u64, stream_id: u64) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(stream_id);
     rng
@@ -399,7 +399,7 @@ async fn final_reads(
 }
 
 /// Creates a fresh `parent/<timestamp>` directory, e.g. `20251126T081800.123Z`.
-fn create_run_dir(parent: &Path) -> Result<PathBuf, WorkloadError> {
+pub(crate) fn create_run_dir(parent: &Path) -> Result<PathBuf, WorkloadError> {
     let io_error = |path: &Path| {
         let path = path.to_owned();
         move |source| WorkloadError::Io { path, source }

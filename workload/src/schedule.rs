@@ -208,7 +208,7 @@ pub fn plan_faults(
     faults
 }
 
-fn draw(rng: &mut ChaCha8Rng, min: Duration, max: Duration) -> Duration {
+pub(crate) fn draw(rng: &mut ChaCha8Rng, min: Duration, max: Duration) -> Duration {
     let (min, max) = (min.as_millis() as u64, max.as_millis() as u64);
     Duration::from_millis(rng.gen_range(min..=max))
 }

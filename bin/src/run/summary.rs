@@ -101,7 +101,7 @@ pub fn human_summary(
 
 /// Outcome counts and latency per `f`, from the checker's timing report (the same figures
 /// `helios check` prints, with the definitions in `results.json`).
-fn write_operations(text: &mut String, check: &Report) {
+pub(super) fn write_operations(text: &mut String, check: &Report) {
     let Some(timing) = &check.timing else {
         let _ = writeln!(
             text,
@@ -152,7 +152,7 @@ fn write_operations(text: &mut String, check: &Report) {
 }
 
 /// Each fault with its recovery time (RTO), from the checker's timing report.
-fn write_faults(text: &mut String, check: &Report) {
+pub(super) fn write_faults(text: &mut String, check: &Report) {
     let faults = check
         .timing
         .as_ref()
