@@ -470,7 +470,15 @@ fn a_fault_never_healed_is_not_charged_with_the_next_faults_disruptions() {
     let report = helios_checker::timing::analyze(&operations);
     assert_eq!(report.faults.len(), 2);
     assert_eq!(report.faults[0].fault, "add-node");
-    assert_eq!(report.faults[0].rto_ms, Some(0.0), "nothing failed between 1 s and 5 s");
+    assert_eq!(
+        report.faults[0].rto_ms,
+        Some(0.0),
+        "nothing failed between 1 s and 5 s"
+    );
     assert_eq!(report.faults[1].fault, "kill");
-    assert_eq!(report.faults[1].rto_ms, Some(1000.0), "5 s to the ok invoked at 6 s");
+    assert_eq!(
+        report.faults[1].rto_ms,
+        Some(1000.0),
+        "5 s to the ok invoked at 6 s"
+    );
 }

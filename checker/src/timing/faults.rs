@@ -215,7 +215,10 @@ pub fn recoveries(history: &Operations) -> (Vec<FaultRecovery>, usize) {
             // The window ends where the first fault that begins after the heal begins; a fault
             // that is never healed (an add-node, a kill with no restart) ends its window where
             // the next fault begins, so it is not charged with every later fault's disruptions.
-            let after = interval.end.as_ref().map_or(interval.start.index, |end| end.index);
+            let after = interval
+                .end
+                .as_ref()
+                .map_or(interval.start.index, |end| end.index);
             let next = starts.partition_point(|&start| start <= after);
             let window_end = starts.get(next).copied().unwrap_or(u64::MAX);
             recovery(interval, window_end, &disruptions, &oks)
