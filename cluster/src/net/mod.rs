@@ -7,6 +7,7 @@
 
 pub mod bus;
 mod sim;
+pub mod tcp;
 
 use std::future::Future;
 use std::pin::Pin;

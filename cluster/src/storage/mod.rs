@@ -6,6 +6,7 @@ mod engine;
 mod memory;
 mod node;
 mod redb_engine;
+pub mod remote;
 
 pub use capture::{CaptureEntry, ChangeCapture};
 pub use engine::{

@@ -252,7 +252,7 @@ impl StorageNode {
         self.open_engine()
     }
 
-    fn serving(&self) -> Result<Arc<dyn StorageEngine>, NodeError> {
+    pub(crate) fn serving(&self) -> Result<Arc<dyn StorageEngine>, NodeError> {
         if !self.is_reachable() {
             return Err(NodeError::Unreachable {
                 node: self.inner.id,
