@@ -97,7 +97,8 @@ fn a_fault_at_1_0_s_with_failures_until_1_8_s_has_an_rto_of_0_8_s() {
     );
     events.op(0, 1050, 1200, "fail", "write");
     events.op(0, 1300, 1800, "fail", "read");
-    events.op(0, 1800, 1850, "ok", "read");
+    // Served again at 1.8 s: the first ok invoked after the last failure completes then.
+    events.op(0, 1800, 1800, "ok", "read");
     // A cas that found another value is an answer, not a disruption.
     events.event(1900, "invoke", json!(0), "cas", json!([1, 2]));
     events.event(1950, "fail", json!(0), "cas", json!([1, 2]));
@@ -157,7 +158,9 @@ fn overlapping_faults_share_the_failures_after_both_began() {
     events.nemesis(1500, "kill", json!({"node": "s2"}));
     events.nemesis(2000, "stop-partition", json!(null));
     events.nemesis(2100, "restart", json!({"node": "s2"}));
-    // An info counts at its invocation (2300), not at its timeout (3000).
+    // An info is observed at its timeout (3000), which puts it in both windows, and ordered by
+    // its invocation (2300): the fail invoked at 2350 is the last disruption, and the ok
+    // invoked at 2400 is served at 2450.
     events.event(2300, "invoke", json!(1), "write", json!(5));
     events.op(0, 2350, 2400, "fail", "read");
     events.op(0, 2400, 2450, "ok", "read");
@@ -173,8 +176,8 @@ fn overlapping_faults_share_the_failures_after_both_began() {
     assert_eq!(faults.len(), 2);
     let (partition, kill) = (&faults[0], &faults[1]);
     assert_eq!((partition.affected_ops, kill.affected_ops), (3, 2));
-    assert_eq!(partition.rto_ms, Some(1400.0));
-    assert_eq!(kill.rto_ms, Some(900.0));
+    assert_eq!(partition.rto_ms, Some(1450.0));
+    assert_eq!(kill.rto_ms, Some(950.0));
     assert_eq!(partition.recovered_at_ns, kill.recovered_at_ns);
 }
 
@@ -187,7 +190,8 @@ fn failures_that_outlast_the_heal_still_count() {
     events.op(0, 1700, 1750, "ok", "write");
     let fault = &faults(&events)[0];
     assert_eq!(fault.end_ns, Some(1200 * MS));
-    assert_eq!(fault.rto_ms, Some(700.0));
+    // Served again when the ok invoked at 1.7 s completes, at 1.75 s.
+    assert_eq!(fault.rto_ms, Some(750.0));
 }
 
 #[test]
@@ -204,9 +208,9 @@ fn a_later_fault_gets_its_own_failures() {
     events.nemesis(3500, "restart", json!({"node": "s1"}));
     let faults = faults(&events);
     assert_eq!(faults[0].affected_ops, 1);
-    assert_eq!(faults[0].rto_ms, Some(600.0));
+    assert_eq!(faults[0].rto_ms, Some(650.0));
     assert_eq!(faults[1].affected_ops, 2);
-    assert_eq!(faults[1].rto_ms, Some(900.0));
+    assert_eq!(faults[1].rto_ms, Some(950.0));
 }
 
 #[test]
@@ -236,7 +240,7 @@ fn jepsen_nemesis_invoke_and_info_count_once_at_the_info() {
     assert_eq!(fault.start_ns, Some(1010 * MS));
     assert_eq!(fault.end_ns, Some(2010 * MS));
     assert_eq!(fault.targets, json!("Cut off {n1 [n2]}"));
-    assert_eq!(fault.rto_ms, Some(590.0));
+    assert_eq!(fault.rto_ms, Some(640.0));
     assert_eq!(report.unmatched_heals, 0);
 }
 
@@ -431,7 +435,8 @@ fn a_history_without_times_pairs_faults_but_measures_nothing() {
     assert!(report.latency.is_empty() && report.throughput.is_empty());
     let fault = &report.faults[0];
     assert!(fault.recovered);
-    assert_eq!(fault.recovered_at_index, Some(3));
+    // Recovered at the ok's completion event.
+    assert_eq!(fault.recovered_at_index, Some(4));
     assert_eq!(fault.rto_ms, None);
     assert!(fault.explanation.contains("unmeasured"));
 }
@@ -478,7 +483,7 @@ fn a_fault_never_healed_is_not_charged_with_the_next_faults_disruptions() {
     assert_eq!(report.faults[1].fault, "kill");
     assert_eq!(
         report.faults[1].rto_ms,
-        Some(1000.0),
-        "5 s to the ok invoked at 6 s"
+        Some(1100.0),
+        "5 s to the ok served at 6.1 s"
     );
 }

@@ -183,30 +183,56 @@ struct Point {
     op: usize,
 }
 
+/// A disrupted operation: when the client learned of it (which decides the fault it belongs
+/// to) and when it was invoked (which orders it against the operations that recover).
+#[derive(Clone, Copy, Debug)]
+struct Disruption {
+    observed: Point,
+    invoked: u64,
+}
+
+/// An `ok` operation: invoked at `invoked`, and served at `served` (its completion).
+#[derive(Clone, Copy, Debug)]
+struct Served {
+    invoked: u64,
+    served: Point,
+}
+
 /// Every fault interval with its RTO, in start order, and the number of unmatched heals.
 pub fn recoveries(history: &Operations) -> (Vec<FaultRecovery>, usize) {
     let (intervals, unmatched) = intervals(&history.nemesis);
-    let mut disruptions: Vec<Point> = Vec::new();
-    let mut oks: Vec<Point> = Vec::new();
+    let mut disruptions: Vec<Disruption> = Vec::new();
+    let mut oks: Vec<Served> = Vec::new();
     for op in &history.ops {
-        let at_invoke = Point {
-            index: op.invoke_index,
-            time: op.invoke_time,
+        // Observed at the completion (when the client learned the outcome was unknown or
+        // failed); an operation still pending at the end is observed at its invocation.
+        let completion = Point {
+            index: op.complete_index.unwrap_or(op.invoke_index),
+            time: if op.complete_index.is_some() {
+                op.complete_time
+            } else {
+                op.invoke_time
+            },
             op: op.id,
         };
         match op.outcome {
-            Outcome::Info | Outcome::Pending => disruptions.push(at_invoke),
-            Outcome::Fail if op.error.is_some() => disruptions.push(Point {
-                index: op.complete_index.unwrap_or(op.invoke_index),
-                time: op.complete_time,
-                op: op.id,
+            Outcome::Info | Outcome::Pending => disruptions.push(Disruption {
+                observed: completion,
+                invoked: op.invoke_index,
+            }),
+            Outcome::Fail if op.error.is_some() => disruptions.push(Disruption {
+                observed: completion,
+                invoked: op.invoke_index,
             }),
             Outcome::Fail => {}
-            Outcome::Ok => oks.push(at_invoke),
+            Outcome::Ok => oks.push(Served {
+                invoked: op.invoke_index,
+                served: completion,
+            }),
         }
     }
-    disruptions.sort_by_key(|point| point.index);
-    oks.sort_by_key(|point| point.index);
+    disruptions.sort_by_key(|d| d.observed.index);
+    oks.sort_by_key(|ok| ok.invoked);
     let mut starts: Vec<u64> = intervals.iter().map(|i| i.start.index).collect();
     starts.sort_unstable();
     let recoveries = intervals
@@ -230,19 +256,24 @@ pub fn recoveries(history: &Operations) -> (Vec<FaultRecovery>, usize) {
 fn recovery(
     interval: Interval,
     window_end: u64,
-    disruptions: &[Point],
-    oks: &[Point],
+    disruptions: &[Disruption],
+    oks: &[Served],
 ) -> FaultRecovery {
     let start = interval.start;
-    let low = disruptions.partition_point(|point| point.index < start.index);
-    let high = disruptions.partition_point(|point| point.index < window_end);
+    let low = disruptions.partition_point(|d| d.observed.index < start.index);
+    let high = disruptions.partition_point(|d| d.observed.index < window_end);
     let affected = disruptions.get(low..high).unwrap_or_default();
-    let last = affected.last().copied();
+    // The last disruption is the one invoked last: an operation invoked after it and served
+    // shows the system serving again.
+    let last = affected.iter().max_by_key(|d| d.invoked).copied();
     let recovery = match last {
         None => Some(None),
         Some(last) => {
-            let next = oks.partition_point(|point| point.index <= last.index);
-            oks.get(next).map(|point| Some(*point))
+            let next = oks.partition_point(|ok| ok.invoked <= last.invoked);
+            oks[next..]
+                .iter()
+                .min_by_key(|ok| ok.served.index)
+                .map(|ok| Some(ok.served))
         }
     };
     let (recovered_at_index, recovered_at_ns, recovery_op) = match recovery {
@@ -254,6 +285,7 @@ fn recovery(
         (Some(from), Some(to)) if recovered_at_index.is_some() => Some(ms(to.saturating_sub(from))),
         _ => None,
     };
+    let last = last.map(|d| d.observed);
     let explanation = explain(&start.f, affected.len(), last, recovery, rto_ms);
     FaultRecovery {
         fault: start.f,
@@ -288,8 +320,8 @@ fn explain(
     match (last, recovery) {
         (None, _) => format!("{fault}: no operation was disrupted in its window; RTO 0"),
         (Some(last), Some(Some(ok))) => format!(
-            "{fault}: {affected} operations disrupted, the last at event {} (op {}); op {} \
-             invoked at event {} was the first ok after it; RTO {rto}",
+            "{fault}: {affected} operations disrupted, the last invoked one observed at event {} \
+             (op {}); op {}, invoked after it, was served at event {}; RTO {rto}",
             last.index, last.op, ok.op, ok.index
         ),
         (Some(last), _) => format!(

@@ -10,9 +10,10 @@
 //!   an HDR histogram of nanoseconds with 3 significant digits, reported in ms.
 //! - **Throughput**: completions per 1 s bucket of completion time (`floor(time / 1 s)`), by
 //!   outcome. Buckets run from second 0 to the last completion, empty ones included.
-//! - **Disruption**: an `info` (or pending) operation, at its invocation; or a `fail` that
-//!   carries an `error`, at its completion. A `fail` without an error (a `cas` that found
-//!   another value) is the system answering, not failing, and is no disruption.
+//! - **Disruption**: an `info` or `fail`-with-an-error operation, observed at its completion
+//!   (when the client learned that it failed or that its outcome is unknown), or an operation
+//!   still pending at the end, observed at its invocation. A `fail` without an error (a cas that
+//!   found another value) is the system answering, not failing, and is no disruption.
 //! - **Fault interval**: from a nemesis event that starts a fault to the event that heals it
 //!   (see [`faults`] for the pairs); unhealed faults run to the end of the history.
 //! - **Window** of a fault: from its start until the start of the first fault that begins
@@ -20,9 +21,11 @@
 //!   add-node), or the end of the history. The fault's *affected operations* are the
 //!   disruptions in its window, so failures that outlast the heal still count, and
 //!   overlapping faults share them.
-//! - **RTO** (recovery time objective, as measured): from the fault's start to the invocation
-//!   of the first `ok` operation invoked after the window's last disruption. 0 when the window
-//!   has no disruption; none (not recovered) when no `ok` operation follows the last one.
+//! - **RTO** (recovery time objective, as measured): from the fault's start to the completion
+//!   of the first `ok` operation invoked after the invocation of the last-invoked disruption in
+//!   the fault's window: the moment a client was served again by a request that the outage did
+//!   not already doom. 0 when the window has no disruption; none (not recovered) when no `ok`
+//!   operation was invoked after it.
 //! - **Invalidation latency** (see [`invalidation`]): per acknowledged write and other node,
 //!   the time from the write's completion until reads of that key through that node stop
 //!   returning older values.
@@ -225,10 +228,10 @@ pub fn definitions() -> BTreeMap<String, String> {
     let pairs = [
         ("latency", "completion time minus invocation time of each completed operation, per f and outcome, from an HDR histogram of nanoseconds with 3 significant digits, in ms"),
         ("throughput", "completions per 1 s bucket of completion time, by outcome, from second 0 to the last completion"),
-        ("disruption", "an info (or pending) operation, at its invocation, or a fail that carries an error, at its completion; a fail without an error (a cas that found another value) is no disruption"),
+        ("disruption", "an info or fail-with-an-error operation, observed at its completion, or an operation pending at the end, observed at its invocation; a fail without an error (a cas that found another value) is no disruption"),
         ("fault interval", "from the nemesis event that starts a fault to the one that heals it (start-X/stop-X, start/stop, kill/restart or recover or start, pause/resume, isolate or partition/heal); unhealed faults run to the end"),
         ("window", "from a fault's start until the start of the first fault that begins after it is healed (after it started, for a fault never healed), or the end of the history; the disruptions in it are the fault's affected operations"),
-        ("rto", "from the fault's start to the invocation of the first ok operation invoked after the last disruption in its window; 0 if its window has no disruption; none if no ok operation follows"),
+        ("rto", "from the fault's start to the completion of the first ok operation invoked after the invocation of the last-invoked disruption observed in its window; 0 if its window has no disruption; none if no ok operation follows"),
         ("invalidation latency", "for each ok write of key k through node n and each other node m with a read of k beginning after the write completed: from the write's completion to the invocation of the first read of k on m after the last such read that returned an older value; 0 if none did; pairs whose last read is stale have none (unconverged)"),
         ("stale read", "an ok read of k on node m returning a value older, in completion order of writes, than an ok write of k through another node that completed before the read began"),
         ("order", "event index order, which is real-time order; times measure only"),
