@@ -1,7 +1,9 @@
 //! helios-cluster: the database under test: the Raft metadata service, sharded storage nodes
 //! with online rebalancing and a SQL front end, the transport abstraction with its seeded
-//! simulated network, and the in-process test clusters.
+//! simulated network, compute nodes (row cache, two-phase commit), and the in-process test
+//! clusters.
 
+pub mod compute;
 pub mod metadata;
 pub mod net;
 pub mod replication;
@@ -10,7 +12,11 @@ pub mod sql;
 pub mod storage;
 mod storage_cluster;
 mod test_cluster;
+mod test_cluster_builder;
 
+pub use compute::{
+    ComputeError, ComputeNode, ComputeOptions, CrashPoint, Decision, Transaction, TxId,
+};
 pub use metadata::{
     LogEntryView, LogPayloadView, MetadataCommand, MetadataError, MetadataNode, MetadataResponse,
     NodeId, NodeSettings,
@@ -26,3 +32,4 @@ pub use storage_cluster::{
     StorageCluster, StorageClusterOptions,
 };
 pub use test_cluster::{ClusterOptions, RaftTestCluster};
+pub use test_cluster_builder::{TestCluster, TestClusterBuilder};

@@ -17,10 +17,11 @@ use crate::sharding::{
     TableSchema,
 };
 use crate::sql::{Row, SqlValue, ToSqlValue};
-use crate::storage::{key_hash, NodeError, StorageNode};
+use crate::storage::{key_hash, InvalidationBus, NodeError, StorageNode};
 use crate::test_cluster::{ClusterOptions, RaftTestCluster};
 
 pub use error::ClusterError;
+pub(crate) use query::{project, validate_row};
 pub use query::{QueryResult, ResultRow};
 pub use rebalance::{RebalanceProgress, RebalanceStatus};
 
@@ -44,6 +45,8 @@ pub struct StorageClusterOptions {
     pub request_timeout: Duration,
     /// The longest `wait_for_rebalancing_complete` waits.
     pub rebalance_timeout: Duration,
+    /// Storage nodes are named `<prefix><i>`; the names place their virtual nodes on the ring.
+    pub node_name_prefix: String,
 }
 
 impl Default for StorageClusterOptions {
@@ -57,6 +60,7 @@ impl Default for StorageClusterOptions {
             capture_limit: 4_000_000,
             request_timeout: Duration::from_secs(10),
             rebalance_timeout: Duration::from_secs(300),
+            node_name_prefix: "node_".to_string(),
         }
     }
 }
@@ -104,6 +108,8 @@ struct Shared {
     /// Invariant: its epoch never decreases.
     routing: RwLock<Arc<Routing>>,
     rebalance: rebalance::RebalanceSlot,
+    /// Every node announces its committed writes here; compute nodes subscribe.
+    invalidations: InvalidationBus,
 }
 
 /// The sharded storage cluster. Clones share it.
@@ -170,12 +176,14 @@ impl StorageCluster {
         })
         .await;
         let metadata = MetadataService::from_cluster(Arc::new(raft));
+        let invalidations = InvalidationBus::default();
         let mut nodes = BTreeMap::new();
         for i in 0..options.n_storage_nodes {
-            let name = format!("node_{i}");
+            let name = format!("{}{i}", options.node_name_prefix);
             let addr = format!("127.0.0.1:{}", 7000 + i);
             let id = metadata.add_storage_node(&name, &addr).await?;
             let node = Self::start_node(&options, &metadata, id, &name, &addr)?;
+            node.set_invalidation_bus(invalidations.clone());
             nodes.insert(id, node);
         }
         let routing = metadata.routing().await?;
@@ -186,6 +194,7 @@ impl StorageCluster {
                 nodes: RwLock::new(nodes),
                 routing: RwLock::new(routing),
                 rebalance: rebalance::RebalanceSlot::default(),
+                invalidations,
             }),
         })
     }
@@ -215,6 +224,11 @@ impl StorageCluster {
     /// The metadata service (and through `raft()`, its Raft group for faults).
     pub fn metadata(&self) -> &MetadataService {
         &self.shared.metadata
+    }
+
+    /// The bus on which every storage node announces its committed writes.
+    pub fn invalidations(&self) -> &InvalidationBus {
+        &self.shared.invalidations
     }
 
     /// The router's current routing.
@@ -510,6 +524,7 @@ impl StorageCluster {
         let outcome = self.shared.metadata.propose(command).await?;
         let id = outcome.node.expect("a join names its node");
         let node = Self::start_node(&self.shared.options, &self.shared.metadata, id, name, addr)?;
+        node.set_invalidation_bus(self.shared.invalidations.clone());
         self.add_started_node(node.clone());
         Ok(node)
     }

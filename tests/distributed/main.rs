@@ -10,3 +10,9 @@ mod sharding_tests;
 
 // Section 3: replication and failover (REP-001..005).
 mod replication_tests;
+
+// Section 4: cache invalidation (CACHE-001..002).
+mod cache_tests;
+
+// Section 5: distributed transactions (TX-001..003).
+mod transactions_tests;

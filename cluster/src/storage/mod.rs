@@ -3,6 +3,7 @@
 
 mod capture;
 mod engine;
+mod invalidation;
 mod memory;
 mod node;
 mod redb_engine;
@@ -13,6 +14,7 @@ pub use engine::{
     borrowed, key_bounds, key_hash, stored_key, stored_key_hash, EngineError, Entry, KeyBounds,
     StorageEngine,
 };
+pub use invalidation::{Invalidation, InvalidationBus, DEFAULT_BUS_CAPACITY};
 pub use memory::MemoryEngine;
-pub use node::{NodeError, StorageNode};
+pub use node::{NodeError, StorageNode, TxWrite};
 pub use redb_engine::RedbEngine;

@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use tokio::sync::{OwnedRwLockWriteGuard, RwLock, RwLockReadGuard};
 
@@ -16,8 +16,10 @@ use super::capture::{CaptureEntry, ChangeCapture};
 use super::engine::{
     borrowed, key_bounds, key_hash, stored_key, EngineError, Entry, KeyBounds, StorageEngine,
 };
+use super::invalidation::InvalidationBus;
 use super::memory::MemoryEngine;
 use super::redb_engine::RedbEngine;
+use crate::compute::two_phase::{ParticipantState, TxId};
 use crate::sharding::{MetadataService, MetadataServiceError, Routing, StorageNodeId};
 use crate::sql::{Row, SqlValue};
 
@@ -81,6 +83,27 @@ pub enum NodeError {
     /// The node could not refresh its view from the metadata group.
     #[error("storage node could not refresh its shard map: {0}")]
     Metadata(#[from] MetadataServiceError),
+    /// Another transaction holds a write intent on the key; nothing was done.
+    #[error("key {key} of table {table:?} is locked by the write intent of {holder}")]
+    Locked {
+        /// The table.
+        table: String,
+        /// The key.
+        key: SqlValue,
+        /// The transaction holding the intent.
+        holder: TxId,
+    },
+    /// The transaction is no longer taking writes on this node (it prepared, or a resolver
+    /// aborted it); nothing was done.
+    #[error("{tx} is {state:?} on storage node {node} and takes no more writes")]
+    TransactionNotActive {
+        /// The node.
+        node: StorageNodeId,
+        /// The transaction.
+        tx: TxId,
+        /// Its state on the node.
+        state: ParticipantState,
+    },
 }
 
 impl NodeError {
@@ -90,6 +113,10 @@ impl NodeError {
         matches!(self, Self::Engine { .. })
     }
 }
+
+mod tx;
+
+pub use tx::TxWrite;
 
 /// The view a node serves under: `None` until fetched (after a start or restart).
 type View = Option<Arc<Routing>>;
@@ -115,6 +142,13 @@ struct NodeInner {
     up: AtomicBool,
     reachable: AtomicBool,
     metadata: MetadataService,
+    /// Where committed writes are announced to compute nodes; unset for a bare node.
+    invalidations: OnceLock<InvalidationBus>,
+    /// Write intents and per-transaction participant states (see `node/tx.rs`).
+    /// Lock order: `write_lock` before `transactions`.
+    transactions: Mutex<tx::TxTable>,
+    /// Test aid, deliberately unsafe: reads return other transactions' intents (dirty reads).
+    unsafe_dirty_reads: AtomicBool,
 }
 
 /// A storage node. Clones share the node.
@@ -176,6 +210,9 @@ impl StorageNode {
                 up: AtomicBool::new(false),
                 reachable: AtomicBool::new(true),
                 metadata,
+                invalidations: OnceLock::new(),
+                transactions: Mutex::new(tx::TxTable::default()),
+                unsafe_dirty_reads: AtomicBool::new(false),
             }),
         };
         node.open_engine()?;
@@ -363,6 +400,7 @@ impl StorageNode {
         let engine = self.serving()?;
         let stored = stored_key(key);
         let _writes = lock(&self.inner.write_lock);
+        self.check_unlocked(table, key, &stored)?;
         if engine
             .get(table, &stored)
             .map_err(|e| self.engine_error(e))?
@@ -373,7 +411,9 @@ impl StorageNode {
                 key: key.clone(),
             });
         }
-        self.write_locked(engine.as_ref(), table, stored, hash, encode(row))
+        self.write_locked(engine.as_ref(), table, stored, hash, encode(row))?;
+        self.publish_invalidation(table, key);
+        Ok(())
     }
 
     /// Sets `assignments` on the row under `key`; returns whether the row existed.
@@ -391,6 +431,7 @@ impl StorageNode {
         let engine = self.serving()?;
         let stored = stored_key(key);
         let _writes = lock(&self.inner.write_lock);
+        self.check_unlocked(table, key, &stored)?;
         let Some(bytes) = engine
             .get(table, &stored)
             .map_err(|e| self.engine_error(e))?
@@ -402,6 +443,7 @@ impl StorageNode {
             row.insert(column.clone(), value.clone());
         }
         self.write_locked(engine.as_ref(), table, stored, hash, encode(&row))?;
+        self.publish_invalidation(table, key);
         Ok(true)
     }
 
@@ -416,6 +458,11 @@ impl StorageNode {
         let view = self.view_at_least(epoch).await?;
         self.check_owner(&view, key_hash(key))?;
         let engine = self.serving()?;
+        if self.inner.unsafe_dirty_reads.load(Ordering::SeqCst) {
+            if let Some(row) = self.any_intent_row(table, &stored_key(key)) {
+                return Ok(Some(row));
+            }
+        }
         let bytes = engine
             .get(table, &stored_key(key))
             .map_err(|e| self.engine_error(e))?;

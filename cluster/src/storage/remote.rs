@@ -209,6 +209,12 @@ pub enum RemoteNodeError {
         /// The frame cap.
         max_bytes: u64,
     },
+    /// A write intent or transaction state refused the request; nothing was done.
+    #[error("{reason}")]
+    Transaction {
+        /// The node's message.
+        reason: String,
+    },
 }
 
 impl From<NodeError> for RemoteNodeError {
@@ -238,6 +244,11 @@ impl From<NodeError> for RemoteNodeError {
             NodeError::Metadata(error) => Self::Metadata {
                 reason: error.to_string(),
             },
+            error @ (NodeError::Locked { .. } | NodeError::TransactionNotActive { .. }) => {
+                Self::Transaction {
+                    reason: error.to_string(),
+                }
+            }
         }
     }
 }

@@ -90,7 +90,7 @@ pub(crate) fn validate_row(schema: &TableSchema, row: &Row) -> Result<SqlValue, 
     }
 }
 
-fn project(row: &Row, projection: &Projection) -> ResultRow {
+pub(crate) fn project(row: &Row, projection: &Projection) -> ResultRow {
     let columns = match projection {
         Projection::All => row.iter().map(|(c, v)| (c.clone(), v.clone())).collect(),
         Projection::Columns(columns) => columns
