@@ -1,6 +1,7 @@
 //! `helios run`: start the embedded cluster, drive a workload under faults, record the history,
 //! check it, and write `results.json` next to `history.jsonl`.
 
+mod replicated;
 mod set;
 mod summary;
 
@@ -33,6 +34,12 @@ pub enum UnsafeMode {
     /// Moves switch ownership right after the bulk copy, without catching up the writes made
     /// during it, so those writes are lost (set workload).
     SkipCatchup,
+    /// The replication primary acknowledges a write before its mirror has it, so a failover
+    /// loses acknowledged writes (register workload on the replicated store).
+    AsyncReplication,
+    /// Replication epochs are not fenced, so an isolated primary and the promoted mirror both
+    /// accept writes (register workload on the replicated store).
+    NoFencing,
 }
 
 impl UnsafeMode {
@@ -41,6 +48,8 @@ impl UnsafeMode {
         match self {
             UnsafeMode::StaleReads => "stale-reads",
             UnsafeMode::SkipCatchup => "skip-catchup",
+            UnsafeMode::AsyncReplication => "async-replication",
+            UnsafeMode::NoFencing => "no-fencing",
         }
     }
 
@@ -49,6 +58,7 @@ impl UnsafeMode {
         match self {
             UnsafeMode::StaleReads => "register",
             UnsafeMode::SkipCatchup => "set",
+            UnsafeMode::AsyncReplication | UnsafeMode::NoFencing => "register",
         }
     }
 }
@@ -64,7 +74,8 @@ pub struct RunArgs {
     #[arg(long, default_value = "register")]
     workload: String,
     /// Faults to inject, comma-separated, or none. Register: partition, isolate-leader,
-    /// majorities-ring, kill, pause (default partition,kill,pause). Set: add-node, kill,
+    /// majorities-ring, kill, pause (default partition,kill,pause); or, on the replicated store,
+    /// kill-primary, isolate-primary, isolate-mirror, isolate-witness. Set: add-node, kill,
     /// partition (default all three).
     #[arg(long)]
     nemesis: Option<String>,
@@ -109,6 +120,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     check_workload(&args)?;
     if args.workload == "set" {
         return set::run_set(&args);
+    }
+    if replicated::wants_replication(&args) {
+        return replicated::run_replicated(&args);
     }
     let config = run_config(&args)?;
     // The seed comes first, so that a run that dies can be replayed.

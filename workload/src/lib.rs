@@ -15,6 +15,7 @@ pub mod generator;
 pub mod history;
 pub mod nemesis;
 pub mod recorder;
+pub mod replicated;
 pub mod runner;
 pub mod schedule;
 pub mod set_client;
