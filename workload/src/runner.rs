@@ -137,7 +137,7 @@ impl RunConfig {
             return invalid("keys and value count must be positive".to_owned());
         }
         let timing = self.nemesis_timing;
-        if timing.interval_min > timing.interval_max || timing.duration_min > timing.duration_max {
+        if !timing.is_ordered() {
             return invalid(format!("nemesis timing ranges are inverted: {timing:?}"));
         }
         Ok(())
@@ -145,7 +145,7 @@ impl RunConfig {
 
     /// The healed phase at the end of the run: 20 % of the time, at least 3 s, at most all of it.
     pub fn healed_phase(&self) -> Duration {
-        (self.time / 5).max(Duration::from_secs(3)).min(self.time)
+        crate::schedule::healed_phase(self.time)
     }
 
     /// The part of the run in which faults may be in effect.

@@ -167,6 +167,19 @@ impl Default for NemesisTiming {
     }
 }
 
+impl NemesisTiming {
+    /// True when both ranges have `min <= max`.
+    pub fn is_ordered(&self) -> bool {
+        self.interval_min <= self.interval_max && self.duration_min <= self.duration_max
+    }
+}
+
+/// The healed phase at the end of a run of `time`: 20 % of it, at least 3 s, at most all of it.
+/// Every workload ends with one, in which the cluster must serve again.
+pub fn healed_phase(time: Duration) -> Duration {
+    (time / 5).max(Duration::from_secs(3)).min(time)
+}
+
 /// At most this many faults are planned, whatever the run's length.
 pub const MAX_PLANNED_FAULTS: usize = 10_000;
 
@@ -182,7 +195,7 @@ pub fn plan_faults(
 ) -> Vec<PlannedFault> {
     assert!(node_count > 0, "a schedule needs at least one node");
     assert!(
-        timing.interval_min <= timing.interval_max && timing.duration_min <= timing.duration_max,
+        timing.is_ordered(),
         "nemesis timing ranges are inverted: {timing:?}"
     );
     let mut faults = Vec::new();

@@ -159,7 +159,7 @@ pub fn plan_set_faults(
         "a schedule needs storage and metadata nodes: {shape:?}"
     );
     assert!(
-        timing.interval_min <= timing.interval_max && timing.duration_min <= timing.duration_max,
+        timing.is_ordered(),
         "nemesis timing ranges are inverted: {timing:?}"
     );
     let mut faults = Vec::new();

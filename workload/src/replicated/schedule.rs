@@ -133,7 +133,7 @@ pub fn plan_replication_faults(
 ) -> Vec<PlannedReplicationFault> {
     assert!(shards > 0, "a schedule needs at least one shard");
     assert!(
-        timing.interval_min <= timing.interval_max && timing.duration_min <= timing.duration_max,
+        timing.is_ordered(),
         "nemesis timing ranges are inverted: {timing:?}"
     );
     let mut faults = Vec::new();
