@@ -22,7 +22,7 @@ pub struct CheckArgs {
     #[arg(long)]
     model: Option<String>,
     /// The checkers, comma-separated: linearizable, read-committed (isolation), lost-writes,
-    /// timing. Chosen from the history's header or operations when absent.
+    /// bank, cache, timing. Chosen from the history's header or operations when absent.
     #[arg(long)]
     checker: Option<String>,
     /// The consistency model the isolation checker enforces: read-committed (default),
@@ -48,6 +48,11 @@ pub struct CheckArgs {
     /// Give up when the search's memo tables exceed this many MiB.
     #[arg(long, value_name = "MIB")]
     max_memory: Option<u64>,
+    /// The cache checker's bound (`5ms`, `250ms`, or seconds): every compute node must stop
+    /// serving older values this long after a write is acknowledged. Overrides the header's
+    /// `invalidation_bound_ms`; 100 ms when neither gives one.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    invalidation_bound: Option<Duration>,
 }
 
 /// Parses `30s`, `1m30s`, `500ms`, or a plain number of seconds.
@@ -85,6 +90,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<i32> {
         max_states: args.max_states,
         max_memory_bytes: args.max_memory.map(|mib| mib << 20),
         keep_linearizations: args.html.is_some(),
+        invalidation_bound: args.invalidation_bound,
     };
     if files.len() == 1 {
         return check_one(&files[0], &options, &args);

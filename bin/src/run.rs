@@ -4,6 +4,7 @@
 mod replicated;
 mod set;
 mod summary;
+mod txn;
 
 use std::hash::{BuildHasher, Hasher};
 use std::io::IsTerminal;
@@ -40,6 +41,15 @@ pub enum UnsafeMode {
     /// Replication epochs are not fenced, so an isolated primary and the promoted mirror both
     /// accept writes (register workload on the replicated store).
     NoFencing,
+    /// Storage reads return other transactions' uncommitted intents (list-append, rw-register,
+    /// bank): G1a and G1b.
+    DirtyReads,
+    /// Compute nodes ignore invalidations, so cached rows go stale (cache workload).
+    SkipInvalidation,
+    /// Commit goes shard by shard with no prepare and no commit record, so a crash in between
+    /// half-applies a transaction (bank, list-append, rw-register).
+    #[value(name = "no-2pc")]
+    No2pc,
 }
 
 impl UnsafeMode {
@@ -50,33 +60,48 @@ impl UnsafeMode {
             UnsafeMode::SkipCatchup => "skip-catchup",
             UnsafeMode::AsyncReplication => "async-replication",
             UnsafeMode::NoFencing => "no-fencing",
+            UnsafeMode::DirtyReads => "dirty-reads",
+            UnsafeMode::SkipInvalidation => "skip-invalidation",
+            UnsafeMode::No2pc => "no-2pc",
         }
     }
 
-    /// The workload whose cluster this mode breaks.
-    fn workload(self) -> &'static str {
+    /// The workloads whose cluster this mode breaks.
+    fn workloads(self) -> &'static [&'static str] {
         match self {
-            UnsafeMode::StaleReads => "register",
-            UnsafeMode::SkipCatchup => "set",
-            UnsafeMode::AsyncReplication | UnsafeMode::NoFencing => "register",
+            UnsafeMode::StaleReads => &["register"],
+            UnsafeMode::SkipCatchup => &["set"],
+            UnsafeMode::AsyncReplication | UnsafeMode::NoFencing => &["register"],
+            UnsafeMode::DirtyReads | UnsafeMode::No2pc => &["list-append", "rw-register", "bank"],
+            UnsafeMode::SkipInvalidation => &["cache"],
         }
     }
 }
 
-/// The workloads `helios run` knows: the register workload on the Raft metadata cluster, and
-/// the set workload on the sharded storage cluster.
-pub const WORKLOADS: [&str; 2] = ["register", "set"];
+/// The workloads `helios run` knows: the register workload on the Raft metadata cluster, the
+/// set workload on the sharded storage cluster, and the compute workloads.
+pub const WORKLOADS: [&str; 6] = [
+    "register",
+    "set",
+    "list-append",
+    "rw-register",
+    "bank",
+    "cache",
+];
 
 /// Arguments of `helios run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The workload to run: register (Raft metadata cluster) or set (sharded storage cluster).
+    /// The workload to run: register (Raft metadata cluster), set (sharded storage cluster), or
+    /// through compute nodes list-append, rw-register, bank or cache.
     #[arg(long, default_value = "register")]
     workload: String,
     /// Faults to inject, comma-separated, or none. Register: partition, isolate-leader,
     /// majorities-ring, kill, pause (default partition,kill,pause); or, on the replicated store,
     /// kill-primary, isolate-primary, isolate-mirror, isolate-witness. Set: add-node, kill,
-    /// partition (default all three).
+    /// partition (default all three). Compute workloads: kill-compute, pause-compute,
+    /// crash-compute (a crash armed between two shards' commits), partition-compute, kill-storage, partition-storage, kill-metadata, pause-metadata,
+    /// partition-metadata, or kill, pause, partition for every role (default all).
     #[arg(long)]
     nemesis: Option<String>,
     /// How long clients run (`30s`, `500ms`, `2m`); the last 20 % (at least 3 s) is fault-free.
@@ -121,6 +146,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     if args.workload == "set" {
         return set::run_set(&args);
     }
+    if let Some(workload) = helios_workload::txn::TxnWorkload::parse(&args.workload) {
+        return txn::run_txn(&args, workload);
+    }
     if replicated::wants_replication(&args) {
         return replicated::run_replicated(&args);
     }
@@ -133,29 +161,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
              This run is expected to be INVALID; it exists to show that the checker catches it."
         );
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
-    let progress = Arc::new(RunProgress::default());
-    let bar = progress_bar(&args, config.time);
-    let outcome = runtime
-        .block_on(async {
-            let limit = config.time + Duration::from_secs(600);
-            let ticker = bar
-                .clone()
-                .map(|bar| tokio::spawn(tick(bar, Arc::clone(&progress), limit)));
-            let outcome = helios_workload::run(&config, Arc::clone(&progress)).await;
-            if let Some(ticker) = ticker {
-                ticker.abort();
-            }
-            outcome
-        })
-        .with_context(|| format!("run with seed {} failed", config.seed))?;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    runtime.shutdown_timeout(Duration::from_secs(5));
+    let outcome = drive_with_progress(&args, config.time, |progress| {
+        let config = config.clone();
+        async move { helios_workload::run(&config, progress).await }
+    })
+    .with_context(|| format!("run with seed {} failed", config.seed))?;
     report(&args, &config, &outcome)
 }
 
@@ -169,11 +179,11 @@ fn check_workload(args: &RunArgs) -> anyhow::Result<()> {
         );
     }
     if let Some(mode) = args.unsafe_mode {
-        if mode.workload() != args.workload {
+        if !mode.workloads().contains(&args.workload.as_str()) {
             anyhow::bail!(
                 "--unsafe {} breaks the {} workload's cluster, not the {} workload's",
                 mode.as_str(),
-                mode.workload(),
+                mode.workloads().join(" or "),
                 args.workload
             );
         }
@@ -200,13 +210,7 @@ fn report(args: &RunArgs, config: &RunConfig, outcome: &RunOutcome) -> anyhow::R
     };
     let verdict = check.verdict.combine(liveness);
     let results = summary::results_json(config, outcome, &check, liveness, verdict);
-    let results_path = outcome.run_dir.join("results.json");
-    let text = serde_json::to_string_pretty(&results).context("cannot serialize results.json")?;
-    std::fs::write(&results_path, format!("{text}\n"))
-        .with_context(|| format!("{}: cannot write", results_path.display()))?;
-    let page_path = outcome.run_dir.join("report.html");
-    std::fs::write(&page_path, report::render_report_html(&check))
-        .with_context(|| format!("{}: cannot write", page_path.display()))?;
+    let text = write_outputs(&outcome.run_dir, &results, &check)?;
     if args.json {
         println!("{text}");
     } else {
@@ -249,6 +253,57 @@ fn run_config(args: &RunArgs) -> anyhow::Result<RunConfig> {
     };
     config.validate()?;
     Ok(config)
+}
+
+/// Runs `run` on a fresh multi-threaded runtime with the progress bar ticking; shuts the
+/// runtime down after.
+pub(crate) fn drive_with_progress<T, F, Fut>(
+    args: &RunArgs,
+    time: Duration,
+    run: F,
+) -> anyhow::Result<T>
+where
+    F: FnOnce(Arc<RunProgress>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, helios_workload::WorkloadError>>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let progress = Arc::new(RunProgress::default());
+    let bar = progress_bar(args, time);
+    let outcome = runtime.block_on(async {
+        let limit = time + Duration::from_secs(600);
+        let ticker = bar
+            .clone()
+            .map(|bar| tokio::spawn(tick(bar, Arc::clone(&progress), limit)));
+        let outcome = run(Arc::clone(&progress)).await;
+        if let Some(ticker) = ticker {
+            ticker.abort();
+        }
+        outcome
+    });
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    Ok(outcome?)
+}
+
+/// Writes `results.json` and `report.html` into `run_dir`; returns the JSON text.
+pub(crate) fn write_outputs(
+    run_dir: &std::path::Path,
+    results: &serde_json::Value,
+    check: &helios_checker::check::Report,
+) -> anyhow::Result<String> {
+    let results_path = run_dir.join("results.json");
+    let text = serde_json::to_string_pretty(results).context("cannot serialize results.json")?;
+    std::fs::write(&results_path, format!("{text}\n"))
+        .with_context(|| format!("{}: cannot write", results_path.display()))?;
+    let page_path = run_dir.join("report.html");
+    std::fs::write(&page_path, report::render_report_html(check))
+        .with_context(|| format!("{}: cannot write", page_path.display()))?;
+    Ok(text)
 }
 
 /// A fresh seed from the standard library's per-process random keys.

@@ -332,3 +332,128 @@ fn checkers_can_be_chosen_by_name() {
     assert_eq!(code(&bad), 3);
     assert!(text(&bad.stderr).contains("unknown checker \"speed\""));
 }
+
+#[test]
+fn bank_histories_exit_0_when_every_read_sums_to_the_total_and_1_with_the_first_bad_read() {
+    let valid = helios(&["check", "histories/bank-handmade/valid.jsonl"]);
+    assert_eq!(code(&valid), 0, "{}", text(&valid.stderr));
+    let stdout = text(&valid.stdout);
+    assert!(stdout.contains("checkers bank"), "{stdout}");
+    assert!(
+        stdout.contains("bank: valid; 4 reads checked, 0 bad; total 100"),
+        "{stdout}"
+    );
+    let invalid = helios(&[
+        "check",
+        "histories/bank-handmade/wrong-total-fractured.jsonl",
+    ]);
+    assert_eq!(code(&invalid), 1);
+    let stdout = text(&invalid.stdout);
+    assert!(stdout.contains("errors: wrong-total 2"), "{stdout}");
+    assert!(
+        stdout.contains("first error: wrong-total: read op 3")
+            && stdout.contains("sum to 105, not to the total 100"),
+        "{stdout}"
+    );
+    // A Jepsen EDN history, with the checker named and the total inferred.
+    let edn = helios(&[
+        "check",
+        "--json",
+        "--checker",
+        "bank",
+        "histories/bank-handmade/jepsen-invalid.edn",
+    ]);
+    assert_eq!(code(&edn), 1);
+    let report: serde_json::Value = serde_json::from_slice(&edn.stdout).unwrap();
+    assert_eq!(report["checkers"], serde_json::json!(["bank"]));
+    assert_eq!(report["bank"]["total"], 100);
+    assert_eq!(report["bank"]["first_error"]["kind"], "wrong-total");
+    assert_eq!(report["bank"]["first_error"]["op"], 4);
+    assert_eq!(report["bank"]["first_error"]["sum"], 95);
+    assert_eq!(
+        report["bank"]["first_error"]["balances"],
+        serde_json::json!({"0": 5, "1": 20, "2": 70})
+    );
+}
+
+#[test]
+fn cache_histories_exit_with_their_verdicts_and_the_bound_can_be_given() {
+    let late = helios(&["check", "histories/cache-handmade/stale-read.jsonl"]);
+    assert_eq!(code(&late), 1);
+    let stdout = text(&late.stdout);
+    assert!(
+        stdout.contains("checkers linearizable, cache, timing"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("late: read op 3 of \"1\" on c1 (line 9), invoked 145 ms after"),
+        "{stdout}"
+    );
+    let nothing = helios(&["check", "histories/cache-handmade/one-node.jsonl"]);
+    assert_eq!(code(&nothing), 2, "{}", text(&nothing.stdout));
+    // The same stale reads are within a bound of 500 ms, and 20 ms is beyond one of 5 ms.
+    let lenient = helios(&[
+        "check",
+        "--checker",
+        "cache",
+        "--invalidation-bound",
+        "500ms",
+        "histories/cache-handmade/stale-read.jsonl",
+    ]);
+    assert_eq!(code(&lenient), 0, "{}", text(&lenient.stdout));
+    assert!(text(&lenient.stdout).contains("bound 500 ms (given)"));
+    let strict = helios(&[
+        "check",
+        "--json",
+        "--checker",
+        "cache",
+        "--invalidation-bound",
+        "5ms",
+        "histories/cache-handmade/stale-within-bound.jsonl",
+    ]);
+    assert_eq!(code(&strict), 1);
+    let report: serde_json::Value = serde_json::from_slice(&strict.stdout).unwrap();
+    assert_eq!(report["cache"]["invalidation_bound_ms"], 5.0);
+    assert_eq!(report["cache"]["witness"]["read_op"], 2);
+    assert_eq!(report["cache"]["witness"]["late_ms"], 20.0);
+    let bad = helios(&[
+        "check",
+        "--invalidation-bound",
+        "soon",
+        "histories/cache-handmade/stale-read.jsonl",
+    ]);
+    assert_eq!(code(&bad), 3);
+}
+
+#[test]
+fn malformed_bank_and_cache_histories_exit_3_naming_file_line_and_field() {
+    let header = r#"{"helios_history":1,"workload":"bank","total":10,"accounts":[0,1]}"#;
+    let read = r#"{"index":0,"type":"invoke","process":0,"f":"read","value":null}"#;
+    assert_bad_input(
+        "bank-read.jsonl",
+        format!(
+            "{header}\n{read}\n{}\n",
+            r#"{"index":1,"type":"ok","process":0,"f":"read","value":"ten"}"#
+        )
+        .as_bytes(),
+        &[],
+        ":3: field \"value\": an ok read must return a map of account to balance",
+    );
+    assert_bad_input(
+        "bank-amount.jsonl",
+        format!(
+            "{header}\n{}\n",
+            r#"{"index":0,"type":"invoke","process":0,"f":"transfer","value":{"from":0,"to":1,"amount":"5"}}"#
+        )
+        .as_bytes(),
+        &[],
+        ":2: field \"value\": transfer amount: expected an integer, found \"5\"",
+    );
+    let output = helios(&["check", "histories/cache-handmade/read-without-node.jsonl"]);
+    assert_eq!(code(&output), 3);
+    assert!(
+        text(&output.stderr).contains("read-without-node.jsonl:7: field \"node\""),
+        "{}",
+        text(&output.stderr)
+    );
+}

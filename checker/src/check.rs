@@ -1,5 +1,7 @@
 //! The checker's front door: read a history file, pick the checkers and the model, run them, and report.
 
+use crate::bank::{self, BankOptions, BankReport};
+use crate::cache::{self, CacheOptions, CacheReport};
 use crate::elle::{self, Consistency, ElleOptions, ElleReport};
 use crate::error::InputError;
 use crate::format::{self, Format};
@@ -34,6 +36,9 @@ pub struct CheckOptions {
     pub max_memory_bytes: Option<u64>,
     /// Keep every partition's linearization, for the linearization view.
     pub keep_linearizations: bool,
+    /// The cache checker's invalidation bound; overrides the header's `invalidation_bound_ms`
+    /// (default 100 ms).
+    pub invalidation_bound: Option<Duration>,
 }
 
 /// A history that could not be checked: unreadable input or a usage error. Exit code 3.
@@ -80,6 +85,12 @@ pub struct Report {
     /// The lost-writes result (set-full).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lost_writes: Option<SetReport>,
+    /// The bank result (every read sums to the total).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bank: Option<BankReport>,
+    /// The cache result (invalidation within the bound).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheReport>,
     /// Latencies, throughput, recovery per fault, invalidation latency.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timing: Option<TimingReport>,
@@ -130,6 +141,8 @@ pub fn check_operations(
         linearizability: None,
         isolation: None,
         lost_writes: None,
+        bank: None,
+        cache: None,
         timing: None,
         note: None,
         elapsed_ms: 0.0,
@@ -159,6 +172,16 @@ pub fn check_operations(
                 report.lost_writes =
                     Some(sets::check(&operations, &SetOptions::default()).map_err(shape)?);
             }
+            CheckerKind::Bank => {
+                let bank_options = BankOptions::from_header(header.as_ref()).map_err(shape)?;
+                report.bank = Some(bank::check(&operations, &bank_options).map_err(shape)?);
+            }
+            CheckerKind::Cache => {
+                let cache_options =
+                    CacheOptions::resolve(options.invalidation_bound, header.as_ref())
+                        .map_err(shape)?;
+                report.cache = Some(cache::check(&operations, &cache_options).map_err(shape)?);
+            }
             CheckerKind::Timing => report.timing = Some(timing::analyze(&operations)),
         }
     }
@@ -166,6 +189,8 @@ pub fn check_operations(
         report.linearizability.as_ref().map(|r| r.verdict),
         report.isolation.as_ref().map(|r| r.verdict),
         report.lost_writes.as_ref().map(|r| r.verdict),
+        report.bank.as_ref().map(|r| r.verdict),
+        report.cache.as_ref().map(|r| r.verdict),
     ];
     let decided: Vec<Verdict> = verdicts.into_iter().flatten().collect();
     report.verdict = decided

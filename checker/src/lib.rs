@@ -1,8 +1,15 @@
 //! helios-checker: reads histories and decides whether they are linearizable (and more).
 //!
+//! The checkers: linearizability ([`linear`]), transactional isolation ([`elle`]), lost writes
+//! ([`sets`]), the bank's totals ([`bank`]) and cache invalidation within a bound ([`cache`]),
+//! beside timing ([`timing`]), which only measures. [`check::check_file`] runs the ones that
+//! apply ([`select`]) and combines their verdicts.
+//!
 //! A pure library: it takes a history and returns a verdict. It does no IO beyond reading
 //! its input, and knows nothing of tokio, sockets or the cluster.
 
+pub mod bank;
+pub mod cache;
 pub mod check;
 pub mod edn;
 pub mod elle;

@@ -1,5 +1,6 @@
 //! Which checkers and which model apply to a history: given, named by its header, or detected.
 
+use crate::bank;
 use crate::elle::{self, TxnWorkload};
 use crate::format::Format;
 use crate::history::Header;
@@ -19,12 +20,17 @@ pub enum CheckerKind {
     Isolation,
     /// Lost, stale and duplicated elements of sets (Jepsen's set-full).
     LostWrites,
+    /// Every read of all balances sums to the total (Jepsen's bank).
+    Bank,
+    /// Every compute node stops serving older values within the invalidation bound.
+    Cache,
     /// Latencies, throughput, recovery per fault, invalidation latency. No verdict.
     Timing,
 }
 
 /// The names accepted by [`CheckerKind::parse`].
-pub const CHECKER_NAMES: &str = "linearizable, read-committed (or isolation), lost-writes, timing";
+pub const CHECKER_NAMES: &str =
+    "linearizable, read-committed (or isolation), lost-writes, bank, cache, timing";
 
 impl CheckerKind {
     /// Parses a checker name as the CLI spells it.
@@ -33,6 +39,8 @@ impl CheckerKind {
             "linearizable" | "linearizability" => Ok(CheckerKind::Linearizable),
             "read-committed" | "isolation" | "elle" => Ok(CheckerKind::Isolation),
             "lost-writes" | "set-full" | "set" => Ok(CheckerKind::LostWrites),
+            "bank" => Ok(CheckerKind::Bank),
+            "cache" => Ok(CheckerKind::Cache),
             "timing" => Ok(CheckerKind::Timing),
             other => Err(format!(
                 "unknown checker {other:?}; expected one of: {CHECKER_NAMES}"
@@ -69,12 +77,21 @@ impl fmt::Display for CheckerKind {
             CheckerKind::Linearizable => "linearizable",
             CheckerKind::Isolation => "isolation",
             CheckerKind::LostWrites => "lost-writes",
+            CheckerKind::Bank => "bank",
+            CheckerKind::Cache => "cache",
             CheckerKind::Timing => "timing",
         })
     }
 }
 
 /// The checkers for a history, and why they were chosen.
+///
+/// A header's `workload` decides: `set` → lost writes; `list-append`, `rw-register` →
+/// isolation; `bank` → bank; `cache` → linearizability (a register per key) and cache; any
+/// other → linearizability. Without a header, the operations decide: transactions Elle reads →
+/// isolation; adds and whole-set reads → lost writes; only transfers and reads of maps → bank;
+/// else linearizability. A header that names a `model` adds linearizability, and timing runs
+/// whenever operations have times.
 pub fn checkers(header: Option<&Header>, operations: &Operations) -> (Vec<CheckerKind>, String) {
     // Timing needs real times: some operation must have taken a measurable while.
     let timed = operations
@@ -86,7 +103,11 @@ pub fn checkers(header: Option<&Header>, operations: &Operations) -> (Vec<Checke
     if let Some(workload) = header.and_then(|h| h.workload.as_deref()) {
         match workload {
             "set" => kinds.push(CheckerKind::LostWrites),
-            "list-append" | "rw-register" | "bank" => kinds.push(CheckerKind::Isolation),
+            "list-append" | "rw-register" => kinds.push(CheckerKind::Isolation),
+            "bank" => kinds.push(CheckerKind::Bank),
+            // A register per key, read through several compute nodes: linearizable per key,
+            // and every node invalidated within the bound.
+            "cache" => kinds.extend([CheckerKind::Linearizable, CheckerKind::Cache]),
             _ => kinds.push(CheckerKind::Linearizable),
         }
         why = format!("for the {workload} workload");
@@ -96,6 +117,9 @@ pub fn checkers(header: Option<&Header>, operations: &Operations) -> (Vec<Checke
     } else if sets::applies(operations) {
         kinds.push(CheckerKind::LostWrites);
         why = "detected: adds and reads of whole sets".to_string();
+    } else if bank::applies(operations) {
+        kinds.push(CheckerKind::Bank);
+        why = "detected: transfers and reads of every balance".to_string();
     } else {
         kinds.push(CheckerKind::Linearizable);
         why = "detected: single-object operations".to_string();
@@ -232,6 +256,10 @@ mod tests {
         assert_eq!(
             CheckerKind::parse_list("read-committed").unwrap(),
             vec![CheckerKind::Isolation]
+        );
+        assert_eq!(
+            CheckerKind::parse_list("timing,cache,bank").unwrap(),
+            vec![CheckerKind::Bank, CheckerKind::Cache, CheckerKind::Timing]
         );
         assert!(CheckerKind::parse_list("speed")
             .unwrap_err()

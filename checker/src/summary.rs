@@ -1,5 +1,7 @@
 //! The human summary of a [`Report`]: the verdict first, then one section per checker.
 
+use crate::bank::BankReport;
+use crate::cache::CacheReport;
 use crate::check::Report;
 use crate::elle::ElleReport;
 use crate::linear::LinearReport;
@@ -39,6 +41,12 @@ impl Report {
         }
         if let Some(sets) = &self.lost_writes {
             lost_writes(&mut text, sets);
+        }
+        if let Some(bank) = &self.bank {
+            bank_section(&mut text, bank);
+        }
+        if let Some(cache) = &self.cache {
+            cache_section(&mut text, cache);
         }
         if let Some(timing) = &self.timing {
             timing_section(&mut text, timing);
@@ -157,6 +165,69 @@ fn lost_writes(text: &mut String, report: &SetReport) {
             "    duplicated: {}",
             serde_json::to_string(duplicate).unwrap_or_default()
         );
+    }
+    if let Some(note) = &report.note {
+        let _ = writeln!(text, "  {note}");
+    }
+}
+
+fn bank_section(text: &mut String, report: &BankReport) {
+    let total = report
+        .total
+        .map_or_else(|| "unknown".to_string(), |total| total.to_string());
+    let _ = writeln!(
+        text,
+        "  bank: {}; {} reads checked, {} bad; total {total} ({}); transfers {} ok, {} fail, {} info",
+        report.verdict,
+        report.reads_checked,
+        report.bad_reads,
+        report.total_source,
+        report.transfers.ok,
+        report.transfers.fail,
+        report.transfers.info
+    );
+    if !report.error_counts.is_empty() {
+        let counts: Vec<String> = report
+            .error_counts
+            .iter()
+            .map(|(kind, count)| format!("{kind} {count}"))
+            .collect();
+        let _ = writeln!(text, "  errors: {}", counts.join(", "));
+    }
+    if let Some(first) = &report.first_error {
+        let _ = writeln!(text, "  first error: {}", first.explanation);
+        let balances = serde_json::to_string(&first.balances).unwrap_or_default();
+        let _ = writeln!(text, "    balances {balances}, sum {}", first.sum);
+    }
+    if let Some(note) = &report.note {
+        let _ = writeln!(text, "  {note}");
+    }
+}
+
+fn cache_section(text: &mut String, report: &CacheReport) {
+    let _ = writeln!(
+        text,
+        "  cache: {}; bound {} ms ({}); {} pairs: {} stale, {} late, {} never converged, {} undecided; {} stale reads",
+        report.verdict,
+        report.invalidation_bound_ms,
+        report.bound_source,
+        report.pairs,
+        report.stale_pairs,
+        report.late_pairs,
+        report.unconverged_pairs,
+        report.undecided_pairs,
+        report.stale_reads
+    );
+    let _ = writeln!(
+        text,
+        "  invalidation latency ms: {}",
+        quantiles(&report.latency_ms)
+    );
+    for late in report.late.iter().take(LISTED) {
+        let _ = writeln!(text, "    late: {}", late.explanation);
+    }
+    for pair in report.undecided.iter().take(LISTED) {
+        let _ = writeln!(text, "    undecided: {}", pair.explanation);
     }
     if let Some(note) = &report.note {
         let _ = writeln!(text, "  {note}");

@@ -474,3 +474,48 @@ fn the_page_of_a_million_operations_stays_under_ten_megabytes() {
     let bytes = page_bytes_for(1_000_000);
     assert!(bytes < PAGE_LIMIT_BYTES, "{bytes} bytes");
 }
+
+#[test]
+fn a_bad_bank_read_is_counted_listed_and_explained_on_the_page() {
+    let report = check_with(&corpus("bank-handmade/wrong-total-fractured.jsonl"), kept());
+    let bank = report.bank.as_ref().expect("the bank checker ran");
+    let page = render_report_html(&report);
+    assert_well_formed(&page);
+    assert!(
+        page.contains("<a href=\"#bank\">bank</a>"),
+        "the verdict table links the section"
+    );
+    let bank_section = section(&page, "bank");
+    assert!(bank_section.contains("<span class=\"badge invalid\">invalid</span>"));
+    assert!(bank_section.contains("total 100 (the history&#39;s header)"));
+    assert!(bank_section.contains("<th>wrong-total</th>"));
+    assert!(
+        bank_section.contains("<td class=\"n big bad\">2</td>"),
+        "two wrong totals, in red"
+    );
+    let first = bank.first_error.as_ref().unwrap();
+    assert!(bank_section.contains(&escaped(&first.explanation)));
+    assert!(bank_section.contains(&escaped(r#"{"0":50,"1":35,"2":20}"#)));
+    let definitions = section(&page, "definitions");
+    assert!(definitions.contains("<h3>Bank</h3>"));
+}
+
+#[test]
+fn a_late_stale_read_is_shown_with_the_write_it_missed_and_how_late() {
+    let report = check_with(&corpus("cache-handmade/never-converged.jsonl"), kept());
+    let cache = report.cache.as_ref().expect("the cache checker ran");
+    let page = render_report_html(&report);
+    assert_well_formed(&page);
+    let cache_section = section(&page, "cache");
+    assert!(cache_section.contains("<span class=\"badge invalid\">invalid</span>"));
+    assert!(cache_section.contains("bound 100 ms"));
+    assert!(cache_section.contains("<h3>Late stale reads <small>late (write, node) pairs: 1;"));
+    assert!(
+        cache_section.contains("<td class=\"n bad\">195</td>"),
+        "195 ms late"
+    );
+    assert!(cache_section.contains(&escaped(&cache.witness.as_ref().unwrap().explanation)));
+    let definitions = section(&page, "definitions");
+    assert!(definitions.contains("<h3>Cache invalidation</h3>"));
+    assert!(definitions.contains("<dt>late stale read</dt>"));
+}

@@ -32,4 +32,4 @@ pub use storage_cluster::{
     StorageCluster, StorageClusterOptions,
 };
 pub use test_cluster::{ClusterOptions, RaftTestCluster};
-pub use test_cluster_builder::{TestCluster, TestClusterBuilder};
+pub use test_cluster_builder::{TestCluster, TestClusterBuilder, DATA_IDS, SEED_TABLES};

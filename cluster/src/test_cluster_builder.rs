@@ -118,6 +118,14 @@ impl TestClusterBuilder {
         self
     }
 
+    /// Test aid, deliberately unsafe: compute nodes commit without two-phase commit (no
+    /// prepare, no commit record), so a crash between participants half-applies a
+    /// transaction.
+    pub fn unsafe_no_2pc(mut self, on: bool) -> Self {
+        self.compute_options.unsafe_no_2pc = on;
+        self
+    }
+
     /// Test aid, deliberately unsafe: storage reads return uncommitted intents (dirty reads).
     pub fn unsafe_dirty_reads(mut self, on: bool) -> Self {
         self.unsafe_dirty_reads = on;

@@ -223,3 +223,122 @@ async fn concurrent_readers_never_see_a_value_older_than_the_last_acknowledged_w
     }
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_paused_node_falls_behind_on_invalidations_but_never_serves_a_stale_row() {
+    // Setup: compute-0 caches row 11.
+    let cluster = TestCluster::builder().compute_nodes(2).build().await;
+    let (compute_0, compute_1) = (
+        cluster.get_compute_node(0).await,
+        cluster.get_compute_node(1).await,
+    );
+    assert_eq!(value_of(&compute_0, 11).await, 110);
+    // Fault: pause compute-0; a read waits at its gate while compute-1 writes the row.
+    compute_0.pause();
+    let paused_read = tokio::spawn({
+        let compute_0 = compute_0.clone();
+        async move { value_of(&compute_0, 11).await }
+    });
+    compute_1
+        .execute("UPDATE data SET value = 999 WHERE id = 11")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Check: the listener applied nothing while paused, and no read was served.
+    assert!(!paused_read.is_finished(), "a paused node served a read");
+    assert!(
+        compute_0.cache_contains(11).await,
+        "a paused node applied an invalidation"
+    );
+    // After resume, the waiting read and later ones see the acknowledged write.
+    compute_0.resume();
+    assert_eq!(paused_read.await.unwrap(), 999);
+    assert_eq!(value_of(&compute_0, 11).await, 999);
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_isolated_node_is_unreachable_and_heals_with_its_cache_dropped() {
+    // Setup: compute-0 caches row 12.
+    let cluster = TestCluster::builder().compute_nodes(2).build().await;
+    let (compute_0, compute_1) = (
+        cluster.get_compute_node(0).await,
+        cluster.get_compute_node(1).await,
+    );
+    assert_eq!(value_of(&compute_0, 12).await, 120);
+    let drops_before = compute_0.cache_drops();
+    // Fault: isolate compute-0; it refuses calls and misses the write through compute-1.
+    compute_0.isolate();
+    assert!(compute_0.is_up() && !compute_0.is_reachable());
+    let unreachable = helios_cluster::ComputeError::Unreachable { node: 0 };
+    assert_eq!(
+        compute_0
+            .query("SELECT value FROM data WHERE id = 12")
+            .await,
+        Err(unreachable.clone())
+    );
+    assert_eq!(
+        compute_0
+            .execute("UPDATE data SET value = 1 WHERE id = 12")
+            .await,
+        Err(unreachable)
+    );
+    compute_1
+        .execute("UPDATE data SET value = 999 WHERE id = 12")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        compute_0.cache_contains(12).await,
+        "an isolated node received an invalidation"
+    );
+    // Check: healing drops the cache before serving, so the next read is fresh.
+    compute_0.heal();
+    assert!(!compute_0.cache_contains(12).await);
+    assert!(compute_0.cache_drops() > drops_before);
+    assert_eq!(value_of(&compute_0, 12).await, 999);
+    // And it is subscribed again: a later write through compute-1 invalidates its cache.
+    compute_1
+        .execute("UPDATE data SET value = 1000 WHERE id = 12")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!compute_0.cache_contains(12).await);
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_restarted_node_starts_with_an_empty_cache_and_serves_fresh_rows() {
+    // Setup: compute-0 caches rows 13 and 14.
+    let cluster = TestCluster::builder().compute_nodes(2).build().await;
+    let (compute_0, compute_1) = (
+        cluster.get_compute_node(0).await,
+        cluster.get_compute_node(1).await,
+    );
+    assert_eq!(value_of(&compute_0, 13).await, 130);
+    assert_eq!(value_of(&compute_0, 14).await, 140);
+    // Fault: kill compute-0; writes go on through compute-1 meanwhile.
+    compute_0.kill().await;
+    assert_eq!(compute_0.cached_rows(), 0, "a killed node kept its cache");
+    compute_1
+        .execute("UPDATE data SET value = 999 WHERE id = 13")
+        .await
+        .unwrap();
+    // Check: after restart it reads fresh rows and applies later invalidations.
+    compute_0.restart().await;
+    assert_eq!(compute_0.cached_rows(), 0);
+    assert_eq!(value_of(&compute_0, 13).await, 999);
+    assert_eq!(value_of(&compute_0, 14).await, 140);
+    let drops = compute_0.cache_drops();
+    compute_1
+        .execute("UPDATE data SET value = 1000 WHERE id = 14")
+        .await
+        .unwrap();
+    assert_eq!(value_of(&compute_0, 14).await, 1000);
+    assert_eq!(
+        compute_0.cache_drops(),
+        drops,
+        "the restarted node's listener did not apply the invalidation in time"
+    );
+    cluster.shutdown().await;
+}

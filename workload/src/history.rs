@@ -3,14 +3,15 @@
 //! Field order on the wire is fixed by the declaration order of [`Event`]:
 //! `index, time, type, process, f, key, value, node, error`.
 
+use serde::de::Deserializer;
 use serde::ser::Serializer;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The version written in the header's `helios_history` field.
 pub const HISTORY_FORMAT_VERSION: u64 = 1;
 
 /// Jepsen's four event types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EventType {
     /// An operation starts.
@@ -45,6 +46,24 @@ pub enum Process {
     Nemesis,
 }
 
+impl<'de> Deserialize<'de> for Process {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Wire {
+            Client(u64),
+            Name(String),
+        }
+        match Wire::deserialize(deserializer)? {
+            Wire::Client(id) => Ok(Process::Client(id)),
+            Wire::Name(name) if name == "nemesis" => Ok(Process::Nemesis),
+            Wire::Name(name) => Err(serde::de::Error::custom(format!(
+                "process {name:?}: expected a client number or \"nemesis\""
+            ))),
+        }
+    }
+}
+
 impl Serialize for Process {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
@@ -55,7 +74,7 @@ impl Serialize for Process {
 }
 
 /// The operation's function, `f` on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Function {
     /// Read a register; invokes with `null` and completes with the value read.
@@ -66,6 +85,10 @@ pub enum Function {
     Cas,
     /// Add one element to a set (the set workload's insert of a unique id).
     Add,
+    /// A transaction of micro-operations (`["r", k, v]`, `["w", k, v]`, `["append", k, v]`).
+    Txn,
+    /// A bank transfer: the value is `{"from": a, "to": b, "amount": n}`.
+    Transfer,
     /// The nemesis cut the network into the groups in `value`.
     StartPartition,
     /// The nemesis healed the network.
@@ -91,6 +114,8 @@ impl Function {
             Function::Write => "write",
             Function::Cas => "cas",
             Function::Add => "add",
+            Function::Txn => "txn",
+            Function::Transfer => "transfer",
             Function::StartPartition => "start-partition",
             Function::StopPartition => "stop-partition",
             Function::Kill => "kill",
@@ -120,7 +145,7 @@ impl Function {
 }
 
 /// One line of the history, in wire order.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// Dense position in the history, from 0.
     pub index: u64,
@@ -135,15 +160,15 @@ pub struct Event {
     /// The operation.
     pub f: Function,
     /// The register's key; absent for nemesis events.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     /// The operation's value (`null` for a read's invocation).
     pub value: serde_json::Value,
     /// The node that served the operation, when one did.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     /// The error text of a `fail` or `info`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
@@ -264,6 +289,8 @@ mod tests {
             Function::Write,
             Function::Cas,
             Function::Add,
+            Function::Txn,
+            Function::Transfer,
             Function::StartPartition,
             Function::StopPartition,
             Function::Kill,

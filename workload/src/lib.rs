@@ -8,6 +8,9 @@
 //! The set workload ([`set_runner::run_set`]) drives the sharded storage cluster instead:
 //! clients insert unique ids and read the whole set ([`set_client`]) while the nemesis adds
 //! nodes, kills and partitions ([`set_schedule`], [`set_nemesis`]).
+//!
+//! The compute workloads ([`txn::run_txn`]: list-append, rw-register, bank, cache) run SQL
+//! through compute nodes while the nemesis faults compute, storage and metadata nodes.
 
 pub mod client;
 pub mod error;
@@ -22,8 +25,10 @@ pub mod set_client;
 pub mod set_nemesis;
 pub mod set_runner;
 pub mod set_schedule;
+pub mod txn;
 pub mod wellformed;
 
 pub use error::WorkloadError;
 pub use runner::{run, RunConfig, RunOutcome};
 pub use set_runner::{run_set, SetRunConfig, SetRunOutcome};
+pub use txn::{run_txn, TxnRunConfig, TxnRunOutcome, TxnWorkload};

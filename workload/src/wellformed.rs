@@ -8,6 +8,25 @@ use std::collections::{HashMap, HashSet};
 
 use crate::history::{Event, EventType, Process};
 
+/// Reads a history this crate wrote back from disk: its header and its events. For tests and
+/// tools that check the recorder's invariants; the checker has its own, tolerant readers.
+pub fn read_history(path: &std::path::Path) -> Result<(serde_json::Value, Vec<Event>), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut lines = text.lines();
+    let header = lines
+        .next()
+        .ok_or_else(|| format!("{}: empty history", path.display()))?;
+    let header =
+        serde_json::from_str(header).map_err(|e| format!("{}:1: header: {e}", path.display()))?;
+    let events = lines
+        .enumerate()
+        .map(|(n, line)| {
+            serde_json::from_str(line).map_err(|e| format!("{}:{}: {e}", path.display(), n + 2))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((header, events))
+}
+
 /// Returns every structural problem of `events`, in history order; empty when well formed.
 ///
 /// Checked: indices are dense from 0; times never decrease; a client process has at most one

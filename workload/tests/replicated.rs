@@ -9,7 +9,7 @@ use std::time::Duration;
 use helios_checker::check::{check_file, CheckOptions, Report};
 use helios_checker::Verdict;
 use helios_workload::client::RunProgress;
-use helios_workload::history::{Event, EventType, Function, Process};
+use helios_workload::history::{Event, EventType};
 use helios_workload::replicated::{run_replicated, ReplicatedRunConfig, ReplicationFaultKind};
 use helios_workload::schedule::NemesisTiming;
 use helios_workload::wellformed::history_problems;
@@ -194,37 +194,5 @@ async fn no_fencing_lets_two_primaries_acknowledge_and_the_checker_says_so() {
 }
 
 fn event_from(line: &str) -> Event {
-    let line: serde_json::Value = serde_json::from_str(line).unwrap();
-    let event_type = match line["type"].as_str().unwrap() {
-        "invoke" => EventType::Invoke,
-        "ok" => EventType::Ok,
-        "fail" => EventType::Fail,
-        "info" => EventType::Info,
-        other => panic!("unexpected type {other}"),
-    };
-    let process = match &line["process"] {
-        serde_json::Value::String(name) if name == "nemesis" => Process::Nemesis,
-        other => Process::Client(other.as_u64().unwrap()),
-    };
-    let f = match line["f"].as_str().unwrap() {
-        "read" => Function::Read,
-        "write" => Function::Write,
-        "start-partition" => Function::StartPartition,
-        "stop-partition" => Function::StopPartition,
-        "kill" => Function::Kill,
-        "restart" => Function::Restart,
-        other => panic!("unexpected f {other}"),
-    };
-    let text = |field: &str| line.get(field).and_then(|v| v.as_str()).map(str::to_owned);
-    Event {
-        index: line["index"].as_u64().unwrap(),
-        time_ns: line["time"].as_u64().unwrap(),
-        event_type,
-        process,
-        f,
-        key: text("key"),
-        value: line["value"].clone(),
-        node: text("node"),
-        error: text("error"),
-    }
+    serde_json::from_str(line).unwrap()
 }

@@ -9,7 +9,7 @@ use helios_checker::check::{check_file, CheckOptions};
 use helios_checker::select::CheckerKind;
 use helios_checker::Verdict;
 use helios_workload::client::RunProgress;
-use helios_workload::history::{Event, EventType, Function, Process};
+use helios_workload::history::{Event, EventType, Function};
 use helios_workload::schedule::NemesisTiming;
 use helios_workload::set_schedule::SetNemesisKind;
 use helios_workload::wellformed::history_problems;
@@ -42,53 +42,9 @@ fn short_config(store: &std::path::Path, seed: u64) -> SetRunConfig {
     }
 }
 
-/// Reads the history back from disk, as the checker will: the header and the events.
+/// Reads the history back from disk: the header and the events.
 fn read_history(path: &std::path::Path) -> (serde_json::Value, Vec<Event>) {
-    let text = std::fs::read_to_string(path).unwrap();
-    let mut lines = text.lines();
-    let header = serde_json::from_str(lines.next().unwrap()).unwrap();
-    let events = lines
-        .map(|line| event_from(&serde_json::from_str(line).unwrap()))
-        .collect();
-    (header, events)
-}
-
-fn event_from(line: &serde_json::Value) -> Event {
-    let event_type = match line["type"].as_str().unwrap() {
-        "invoke" => EventType::Invoke,
-        "ok" => EventType::Ok,
-        "fail" => EventType::Fail,
-        "info" => EventType::Info,
-        other => panic!("unexpected type {other}"),
-    };
-    let process = match &line["process"] {
-        serde_json::Value::String(name) if name == "nemesis" => Process::Nemesis,
-        other => Process::Client(other.as_u64().unwrap()),
-    };
-    let f = match line["f"].as_str().unwrap() {
-        "add" => Function::Add,
-        "read" => Function::Read,
-        "add-node" => Function::AddNode,
-        "kill" => Function::Kill,
-        "restart" => Function::Restart,
-        "start-partition" => Function::StartPartition,
-        "stop-partition" => Function::StopPartition,
-        other => panic!("unexpected f {other} in a set history"),
-    };
-    Event {
-        index: line["index"].as_u64().unwrap(),
-        time_ns: line["time"].as_u64().unwrap(),
-        event_type,
-        process,
-        f,
-        key: line.get("key").and_then(|k| k.as_str()).map(str::to_owned),
-        value: line["value"].clone(),
-        node: line.get("node").and_then(|n| n.as_str()).map(str::to_owned),
-        error: line
-            .get("error")
-            .and_then(|e| e.as_str())
-            .map(str::to_owned),
-    }
+    helios_workload::wellformed::read_history(path).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,14 +6,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use helios_checker::check::{check_file, CheckOptions, Report};
-use helios_checker::report;
 use helios_checker::Verdict;
-use helios_workload::client::RunProgress;
 use helios_workload::replicated::failover::HarnessRecovery;
 use helios_workload::replicated::{
     run_replicated as run_workload, ReplicatedRunConfig, ReplicatedRunOutcome, ReplicationFaultKind,
@@ -22,7 +18,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::summary::{write_faults, write_operations};
-use super::{progress_bar, random_seed, tick, RunArgs, UnsafeMode};
+use super::{drive_with_progress, random_seed, write_outputs, RunArgs, UnsafeMode};
 
 /// The agreement the issue asks for between the checker's RTO and the harness's.
 const AGREEMENT_MS: f64 = 50.0;
@@ -70,29 +66,11 @@ pub fn run_replicated(args: &RunArgs) -> anyhow::Result<i32> {
              INVALID; it exists to show that the checker catches it."
         );
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
-    let progress = Arc::new(RunProgress::default());
-    let bar = progress_bar(args, config.time);
-    let outcome = runtime
-        .block_on(async {
-            let limit = config.time + Duration::from_secs(600);
-            let ticker = bar
-                .clone()
-                .map(|bar| tokio::spawn(tick(bar, Arc::clone(&progress), limit)));
-            let outcome = run_workload(&config, Arc::clone(&progress)).await;
-            if let Some(ticker) = ticker {
-                ticker.abort();
-            }
-            outcome
-        })
-        .with_context(|| format!("replicated run with seed {} failed", config.seed))?;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    runtime.shutdown_timeout(Duration::from_secs(5));
+    let outcome = drive_with_progress(args, config.time, |progress| {
+        let config = config.clone();
+        async move { run_workload(&config, progress).await }
+    })
+    .with_context(|| format!("replicated run with seed {} failed", config.seed))?;
     report_replicated(args, &config, &outcome)
 }
 
@@ -176,13 +154,7 @@ fn report_replicated(
         "liveness": liveness,
         "report": check,
     });
-    let results_path = outcome.run_dir.join("results.json");
-    let text = serde_json::to_string_pretty(&results).context("cannot serialize results.json")?;
-    std::fs::write(&results_path, format!("{text}\n"))
-        .with_context(|| format!("{}: cannot write", results_path.display()))?;
-    let page_path = outcome.run_dir.join("report.html");
-    std::fs::write(&page_path, report::render_report_html(&check))
-        .with_context(|| format!("{}: cannot write", page_path.display()))?;
+    let text = write_outputs(&outcome.run_dir, &results, &check)?;
     if args.json {
         println!("{text}");
     } else {

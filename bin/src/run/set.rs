@@ -3,20 +3,16 @@
 //! history's header selects.
 
 use std::fmt::Write;
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use helios_checker::check::{check_file, CheckOptions, Report};
-use helios_checker::report;
 use helios_checker::Verdict;
-use helios_workload::client::RunProgress;
 use helios_workload::set_schedule::SetNemesisKind;
 use helios_workload::{SetRunConfig, SetRunOutcome};
 use serde_json::json;
 
 use super::summary::{write_faults, write_operations};
-use super::{progress_bar, random_seed, tick, RunArgs, UnsafeMode};
+use super::{drive_with_progress, random_seed, write_outputs, RunArgs, UnsafeMode};
 
 /// At most this many lost ids are printed; `results.json` lists up to the checker's limit.
 const PRINTED_LOST_IDS: usize = 50;
@@ -34,29 +30,11 @@ pub fn run_set(args: &RunArgs) -> anyhow::Result<i32> {
              that the lost-writes checker catches it."
         );
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
-    let progress = Arc::new(RunProgress::default());
-    let bar = progress_bar(args, config.time);
-    let outcome = runtime
-        .block_on(async {
-            let limit = config.time + Duration::from_secs(600);
-            let ticker = bar
-                .clone()
-                .map(|bar| tokio::spawn(tick(bar, Arc::clone(&progress), limit)));
-            let outcome = helios_workload::run_set(&config, Arc::clone(&progress)).await;
-            if let Some(ticker) = ticker {
-                ticker.abort();
-            }
-            outcome
-        })
-        .with_context(|| format!("set run with seed {} failed", config.seed))?;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    runtime.shutdown_timeout(Duration::from_secs(5));
+    let outcome = drive_with_progress(args, config.time, |progress| {
+        let config = config.clone();
+        async move { helios_workload::run_set(&config, progress).await }
+    })
+    .with_context(|| format!("set run with seed {} failed", config.seed))?;
     report_set(args, &config, &outcome)
 }
 
@@ -103,13 +81,7 @@ fn report_set(
     };
     let verdict = check.verdict.combine(liveness);
     let results = results_json(config, outcome, &check, liveness, verdict);
-    let results_path = outcome.run_dir.join("results.json");
-    let text = serde_json::to_string_pretty(&results).context("cannot serialize results.json")?;
-    std::fs::write(&results_path, format!("{text}\n"))
-        .with_context(|| format!("{}: cannot write", results_path.display()))?;
-    let page_path = outcome.run_dir.join("report.html");
-    std::fs::write(&page_path, report::render_report_html(&check))
-        .with_context(|| format!("{}: cannot write", page_path.display()))?;
+    let text = write_outputs(&outcome.run_dir, &results, &check)?;
     if args.json {
         println!("{text}");
     } else {

@@ -145,6 +145,39 @@ fn row(report: &Report, kind: CheckerKind) -> (&'static str, Option<Verdict>, St
             ),
             None => ("lost-writes", None, "did not run".to_string()),
         },
+        CheckerKind::Bank => match &report.bank {
+            Some(bank) => {
+                let found = match &bank.first_error {
+                    Some(bad) => format!(
+                        "{} of {} reads bad; first: {}",
+                        group(bank.bad_reads as u64),
+                        group(bank.reads_checked as u64),
+                        bad.explanation
+                    ),
+                    None => format!(
+                        "{} reads, each summing to the total",
+                        group(bank.reads_checked as u64)
+                    ),
+                };
+                ("bank", Some(bank.verdict), found)
+            }
+            None => ("bank", None, "did not run".to_string()),
+        },
+        CheckerKind::Cache => match &report.cache {
+            Some(cache) => {
+                let found = match (&cache.witness, &cache.note) {
+                    (Some(late), _) => late.explanation.clone(),
+                    (None, Some(note)) => note.clone(),
+                    (None, None) => format!(
+                        "{} (write, node) pairs invalidated within {} ms",
+                        group(cache.pairs as u64),
+                        cache.invalidation_bound_ms
+                    ),
+                };
+                ("cache", Some(cache.verdict), found)
+            }
+            None => ("cache", None, "did not run".to_string()),
+        },
         CheckerKind::Timing => match &report.timing {
             Some(timing) => (
                 "timeline",

@@ -10,6 +10,8 @@
 //!
 //! The module is pure: [`render_report_html`] returns a `String`, and the CLI writes it.
 
+mod bank;
+mod cache;
 mod cycle;
 mod header;
 mod isolation;
@@ -75,6 +77,12 @@ pub fn render_report_html(report: &Report) -> String {
     if let Some(sets) = &report.lost_writes {
         lost_writes::render(&mut out, sets);
     }
+    if let Some(bank) = &report.bank {
+        bank::render(&mut out, bank);
+    }
+    if let Some(cache) = &report.cache {
+        cache::render(&mut out, cache);
+    }
     let mut tail = String::new();
     definitions(&mut tail, report);
     tail.push_str("<div id=\"tip\" role=\"tooltip\"></div>\n<script>");
@@ -89,7 +97,7 @@ pub fn render_report_html(report: &Report) -> String {
 
 /// The definitions every number on the page follows, folded away until asked for.
 fn definitions(out: &mut String, report: &Report) {
-    let lists: [(&str, Option<&BTreeMap<String, String>>); 2] = [
+    let lists: [(&str, Option<&BTreeMap<String, String>>); 4] = [
         (
             "Timing",
             report.timing.as_ref().map(|timing| &timing.definitions),
@@ -97,6 +105,11 @@ fn definitions(out: &mut String, report: &Report) {
         (
             "Lost writes",
             report.lost_writes.as_ref().map(|sets| &sets.definitions),
+        ),
+        ("Bank", report.bank.as_ref().map(|bank| &bank.definitions)),
+        (
+            "Cache invalidation",
+            report.cache.as_ref().map(|cache| &cache.definitions),
         ),
     ];
     if lists.iter().all(|(_, list)| list.is_none()) {

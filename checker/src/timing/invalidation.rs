@@ -8,6 +8,10 @@
 //!   initial value `null` is version 0 (unless some write wrote `null`). A value written more
 //!   than once takes its latest version, so a read is never called stale for a duplicate value.
 //!   A read of a value no `ok` write wrote (an `info` write's) has no version and is skipped.
+//!   Completion order is the real order only when a key's writes never overlap; two
+//!   overlapping writes may take effect in either order, and a read of the one that completed
+//!   first would be counted stale although it is linearizable. Workloads that want exact
+//!   figures give each key one sequential writer (Helios's cache workload does).
 //! - **Pair**: an `ok` write `w` of key `k` through node `n`, and another node `m` with at
 //!   least one read of `k` that began after `w` completed.
 //! - **Invalidation latency** of a pair: let `a` be the last read of `k` on `m` that began
@@ -20,6 +24,9 @@
 //!
 //! Cost: O((writes × nodes + reads) × log reads), with a min segment tree over each
 //! (key, node)'s read versions to find the last older read after a point.
+//!
+//! [`analyze_with`] hands each pair to a visitor as well, so that a verdict built on these
+//! definitions (the cache checker, [`crate::cache`]) reuses this analysis.
 
 use super::{ms, Quantiles};
 use crate::models::show_key;
@@ -86,10 +93,63 @@ struct Write<'a> {
 
 /// One node's reads of one key, in invocation order.
 #[derive(Default)]
-struct NodeReads {
+struct NodeReads<'a> {
+    ops: Vec<&'a Operation>,
     invoke_index: Vec<u64>,
     invoke_time: Vec<Option<u64>>,
     versions: Vec<u64>,
+}
+
+/// One (write, other node) pair, as [`analyze_with`] hands it to a visitor: what the
+/// analysis found, and a way to look further into the node's reads after the write.
+pub struct Pair<'p, 'a> {
+    /// The key, as reports show keys.
+    pub key: &'p Option<String>,
+    /// The `ok` write.
+    pub write: &'a Operation,
+    /// The value it wrote.
+    pub value: &'a Value,
+    /// The node it went through.
+    pub write_node: &'a str,
+    /// The other node: it has at least one read of the key that began after the write completed.
+    pub node: &'p str,
+    /// The last read of the key on `node` that began after the write completed and returned an
+    /// older version than the write's; `None` when no such read did (the pair was never stale).
+    pub last_stale_read: Option<&'a Operation>,
+    /// The pair's invalidation latency in ms (see the module docs); `None` when it never
+    /// converged or the history has no times.
+    pub latency_ms: Option<f64>,
+    converged: bool,
+    reads: &'p NodeReads<'a>,
+    tree: &'p MinTree,
+    /// The position in `reads` of the first read that began after the write completed.
+    first: usize,
+    version: u64,
+}
+
+impl<'a> Pair<'_, 'a> {
+    /// True when the node's last read of the key still returned an older version.
+    pub fn never_converged(&self) -> bool {
+        !self.converged
+    }
+
+    /// The first read of the key on `node`, invoked at or after `time_ns` (and after the write
+    /// completed), that returned an older version than the write's.
+    ///
+    /// Invocation times normally grow with event order, as the recorder writes them; where
+    /// they do not, this still returns only such a read, though perhaps not the first one.
+    pub fn first_stale_read_from(&self, time_ns: u64) -> Option<&'a Operation> {
+        let times = &self.reads.invoke_time[self.first..];
+        let mut from = self.first + times.partition_point(|time| time.is_none_or(|t| t < time_ns));
+        // Bounded by the node's reads: each round moves `from` forward.
+        while let Some(found) = self.tree.leftmost_below(from, self.version) {
+            if self.reads.invoke_time[found].is_some_and(|time| time >= time_ns) {
+                return Some(self.reads.ops[found]);
+            }
+            from = found + 1;
+        }
+        None
+    }
 }
 
 /// Writes and reads of one key.
@@ -113,6 +173,16 @@ fn written_value(op: &Operation) -> Option<&Value> {
 
 /// The invalidation analysis, or `None` when fewer than two nodes served reads and writes.
 pub fn analyze(history: &Operations) -> Option<InvalidationReport> {
+    analyze_with(history, |_| {})
+}
+
+/// [`analyze`], calling `visit` once per (write, other node) pair, in key, then write
+/// completion, then node order. A verdict built on this analysis (the cache checker) judges
+/// the pairs without computing them again.
+pub fn analyze_with<'a>(
+    history: &'a Operations,
+    mut visit: impl FnMut(&Pair<'_, 'a>),
+) -> Option<InvalidationReport> {
     let mut keys: BTreeMap<Option<String>, KeyOps> = BTreeMap::new();
     let mut nodes: Vec<&str> = Vec::new();
     for op in &history.ops {
@@ -142,7 +212,7 @@ pub fn analyze(history: &Operations) -> Option<InvalidationReport> {
     }
     let mut tally = Tally::default();
     for (key, ops) in &mut keys {
-        analyze_key(key, ops, &mut tally);
+        analyze_key(key, ops, &mut tally, &mut visit);
     }
     if tally.pairs == 0 {
         return None;
@@ -189,7 +259,12 @@ struct Tally {
     per_write: Vec<WriteInvalidation>,
 }
 
-fn analyze_key(key: &Option<String>, ops: &mut KeyOps, tally: &mut Tally) {
+fn analyze_key<'a>(
+    key: &Option<String>,
+    ops: &mut KeyOps<'a>,
+    tally: &mut Tally,
+    visit: &mut impl FnMut(&Pair<'_, 'a>),
+) {
     ops.writes.sort_by_key(|write| write.complete_index);
     ops.reads.sort_by_key(|read| read.invoke_index);
     // Version of each value: the latest completion rank of a write of it (from 1).
@@ -236,6 +311,7 @@ fn analyze_key(key: &Option<String>, ops: &mut KeyOps, tally: &mut Tally) {
             tally.stale_reads += 1;
         }
         let reads = by_node.entry(node).or_default();
+        reads.ops.push(read);
         reads.invoke_index.push(read.invoke_index);
         reads.invoke_time.push(read.invoke_time);
         reads.versions.push(version);
@@ -267,17 +343,21 @@ fn analyze_key(key: &Option<String>, ops: &mut KeyOps, tally: &mut Tally) {
                 continue;
             }
             entry.pairs += 1;
-            let latency = match trees[node].rightmost_below(first, version) {
-                None => write.op.complete_time.map(|_| 0.0),
+            let tree = &trees[node];
+            let last_stale = tree.rightmost_below(first, version);
+            let (latency, converged) = match last_stale {
+                None => (write.op.complete_time.map(|_| 0.0), true),
                 Some(stale) => {
                     entry.stale_nodes += 1;
                     match reads.invoke_time.get(stale + 1) {
-                        Some(&time) => time
-                            .zip(write.op.complete_time)
-                            .map(|(read, written)| ms(read.saturating_sub(written))),
+                        Some(&time) => (
+                            time.zip(write.op.complete_time)
+                                .map(|(read, written)| ms(read.saturating_sub(written))),
+                            true,
+                        ),
                         None => {
                             entry.unconverged_nodes += 1;
-                            None
+                            (None, false)
                         }
                     }
                 }
@@ -286,6 +366,20 @@ fn analyze_key(key: &Option<String>, ops: &mut KeyOps, tally: &mut Tally) {
                 tally.latencies.push(latency);
                 entry.max_latency_ms = Some(entry.max_latency_ms.unwrap_or(0.0).max(latency));
             }
+            visit(&Pair {
+                key,
+                write: write.op,
+                value: write.value,
+                write_node: write.node,
+                node,
+                last_stale_read: last_stale.map(|position| reads.ops[position]),
+                latency_ms: latency,
+                converged,
+                reads,
+                tree,
+                first,
+                version,
+            });
         }
         if entry.pairs > 0 {
             tally.writes += 1;
@@ -323,6 +417,30 @@ impl MinTree {
         self.descend(1, 0, self.leaves, from, bound)
     }
 
+    /// The smallest position `p >= from` with `values[p] < bound`.
+    fn leftmost_below(&self, from: usize, bound: u64) -> Option<usize> {
+        self.descend_left(1, 0, self.leaves, from, bound)
+    }
+
+    fn descend_left(
+        &self,
+        node: usize,
+        low: usize,
+        high: usize,
+        from: usize,
+        bound: u64,
+    ) -> Option<usize> {
+        if high <= from || self.minimums[node] >= bound {
+            return None;
+        }
+        if high - low == 1 {
+            return Some(low);
+        }
+        let middle = (low + high) / 2;
+        self.descend_left(2 * node, low, middle, from, bound)
+            .or_else(|| self.descend_left(2 * node + 1, middle, high, from, bound))
+    }
+
     fn descend(
         &self,
         node: usize,
@@ -358,5 +476,18 @@ mod tests {
         assert_eq!(tree.rightmost_below(6, 100), None);
         let empty = MinTree::new(&[]);
         assert_eq!(empty.rightmost_below(0, 100), None);
+    }
+
+    #[test]
+    fn the_min_tree_finds_the_first_value_below_a_bound_after_a_point() {
+        let tree = MinTree::new(&[1, 5, 2, 7, 3, 9]);
+        assert_eq!(tree.leftmost_below(0, 4), Some(0));
+        assert_eq!(tree.leftmost_below(1, 4), Some(2));
+        assert_eq!(tree.leftmost_below(3, 4), Some(4));
+        assert_eq!(tree.leftmost_below(5, 4), None);
+        assert_eq!(tree.leftmost_below(1, 2), None);
+        assert_eq!(tree.leftmost_below(3, 8), Some(3));
+        assert_eq!(tree.leftmost_below(6, 100), None);
+        assert_eq!(MinTree::new(&[]).leftmost_below(0, 100), None);
     }
 }

@@ -3,6 +3,7 @@
 
 mod cache;
 mod error;
+mod faults;
 mod node;
 mod records;
 mod transaction;

@@ -1,24 +1,35 @@
 //! `Transaction`: a read-committed transaction across shards. Statements write intents on the
-//! owning storage nodes; `commit` runs two-phase commit, driving the [`Coordinator`] state
-//! machine and executing its commands; `rollback` removes the intents everywhere.
+//! owning storage nodes (`SELECT ... FOR UPDATE` a lock-only intent); `commit` runs two-phase
+//! commit (`transaction/commit.rs`); `rollback` removes the intents everywhere.
+//!
+//! A transaction belongs to its compute node's incarnation: once the node is killed, its
+//! statements and commit are refused and dropping it rolls nothing back, as a dead process
+//! cannot; recovery settles its intents from the commit record.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
-use super::error::{ComputeError, CrashPoint};
+use super::error::ComputeError;
 use super::node::{result_of, ComputeNode};
-use super::two_phase::{Command, Coordinator, CoordinatorState, Decision, TxId, Vote};
+use super::two_phase::{Coordinator, CoordinatorState, TxId};
 use crate::sharding::StorageNodeId;
 use crate::sql::{parse_statement, Operand, Projection, Row, SqlError, SqlStatement, SqlValue};
 use crate::storage::TxWrite;
-use crate::storage_cluster::{validate_row, ClusterError, QueryResult};
+use crate::storage_cluster::{validate_row, ClusterError, QueryResult, StorageCluster};
 
-/// A transaction handle. Dropping it before commit or rollback rolls it back.
+mod commit;
+
+/// A transaction handle. Dropping it before commit or rollback rolls it back (unless its
+/// compute node was killed or cut off meanwhile; a paused node rolls back once resumed).
 pub struct Transaction {
     compute: ComputeNode,
     id: TxId,
+    /// The compute node's incarnation when the transaction began.
+    incarnation: u64,
     coordinator: Mutex<Coordinator>,
-    /// Set once commit, rollback or a simulated crash has taken over the intents.
+    /// Set once commit, rollback or a crash (simulated, or the node's) has taken over the
+    /// intents.
     ended: AtomicBool,
 }
 
@@ -32,10 +43,11 @@ impl std::fmt::Debug for Transaction {
 }
 
 impl Transaction {
-    pub(crate) fn new(compute: ComputeNode, id: TxId) -> Self {
+    pub(crate) fn new(compute: ComputeNode, id: TxId, incarnation: u64) -> Self {
         Self {
             compute,
             id,
+            incarnation,
             coordinator: Mutex::new(Coordinator::new(id)),
             ended: AtomicBool::new(false),
         }
@@ -59,10 +71,17 @@ impl Transaction {
         Ok(())
     }
 
+    /// Passes when the node serves this transaction: refused when it is killed, isolated or
+    /// restarted since the transaction began, held while it is paused.
+    async fn gate(&self) -> Result<(), ComputeError> {
+        self.compute.inner.faults.gate(Some(self.incarnation)).await
+    }
+
     /// The seed API: runs one statement inside the transaction. Writes become intents, visible
     /// only to this transaction until it commits.
     pub async fn execute(&self, sql: &str) -> Result<QueryResult, ComputeError> {
         self.check_active()?;
+        self.gate().await?;
         let statement = parse_statement(sql).map_err(ClusterError::from)?;
         let cluster = self.compute.cluster();
         match statement {
@@ -70,7 +89,8 @@ impl Transaction {
                 table,
                 projection,
                 filter,
-            } => self.select(&table, &projection, filter).await,
+                for_update,
+            } => self.select(&table, &projection, filter, for_update).await,
             SqlStatement::Insert {
                 table,
                 columns,
@@ -85,9 +105,7 @@ impl Transaction {
                         .zip(values.iter().map(|o| o.bind(&[])))
                         .collect();
                     let key = validate_row(&schema, &row)?;
-                    if self.write(&schema.name, &key, TxWrite::Insert(row)).await? {
-                        inserted += 1;
-                    }
+                    inserted += self.write(&schema.name, &key, TxWrite::Insert(row)).await?;
                 }
                 Ok(QueryResult {
                     rows: Vec::new(),
@@ -107,50 +125,40 @@ impl Transaction {
                     .into());
                 }
                 let key = operand.bind(&[]);
-                let bound: Vec<(String, SqlValue)> = assignments
-                    .iter()
-                    .map(|(target, operand)| (target.clone(), operand.bind(&[])))
-                    .collect();
-                // Type-check the key and every assigned value against the schema.
-                let mut check: Row = bound.iter().cloned().collect();
-                if check.contains_key(&schema.shard_key) {
-                    return Err(ClusterError::ShardKeyUpdate {
-                        table: schema.name.clone(),
-                        column: schema.shard_key.clone(),
-                    }
-                    .into());
-                }
-                check.insert(schema.shard_key.clone(), key.clone());
+                let bound = StorageCluster::bind_assignments(&schema, &assignments, &[])?;
+                // Type-check the key against the schema.
+                let check = Row::from([(schema.shard_key.clone(), key.clone())]);
                 validate_row(&schema, &check)?;
                 let updated = self
                     .write(&schema.name, &key, TxWrite::Update(bound))
                     .await?;
                 Ok(QueryResult {
                     rows: Vec::new(),
-                    rows_affected: u64::from(updated),
+                    rows_affected: updated,
                 })
             }
         }
     }
 
-    /// Writes one intent on the owner of `key`; returns whether a row was written.
+    /// Writes one intent on the owner of `key`; returns how many rows were written (0 or 1).
     async fn write(
         &self,
         table: &str,
         key: &SqlValue,
         write: TxWrite,
-    ) -> Result<bool, ComputeError> {
+    ) -> Result<u64, ComputeError> {
         let (tx, cluster, write) = (self.id, self.compute.cluster(), &write);
-        let (node, written) = self
+        let (node, outcome) = self
             .compute
-            .retry_locked(|| {
+            .retry_locked(Some(self.incarnation), || {
                 cluster.route(key, |node, epoch| async move {
-                    let written = node.tx_write(epoch, tx, table, key, write).await?;
-                    Ok((node.id(), written))
+                    let outcome = node.tx_write(epoch, tx, table, key, write).await?;
+                    Ok((node.id(), outcome))
                 })
             })
             .await?;
-        if written {
+        let written = StorageCluster::rows_written(outcome)?;
+        if written > 0 {
             self.coordinator().on_write(node);
         }
         Ok(written)
@@ -167,6 +175,7 @@ impl Transaction {
         table: &str,
         projection: &Projection,
         filter: Option<(String, Operand)>,
+        for_update: bool,
     ) -> Result<QueryResult, ComputeError> {
         let cluster = self.compute.cluster();
         let schema = cluster.schema(table).await?;
@@ -181,6 +190,9 @@ impl Transaction {
         };
         let tx = self.id;
         let table = schema.name.as_str();
+        if for_update {
+            return Ok(result_of(self.lock_row(table, &key).await?, projection));
+        }
         let row = cluster
             .route(&key, |node, epoch| {
                 let key = &key;
@@ -190,130 +202,27 @@ impl Transaction {
         Ok(result_of(row, projection))
     }
 
-    /// The seed API: two-phase commit. `Ok` means every participant applied the writes;
-    /// [`ComputeError::Aborted`] means none did.
-    pub async fn commit(self) -> Result<(), ComputeError> {
-        self.run_commit(None).await
-    }
-
-    /// Test aid: runs commit up to `point` and stops there as if the coordinator crashed,
-    /// leaving the intents for [`ComputeNode::recover_transactions`] or a blocked writer.
-    pub async fn commit_then_crash(self, point: CrashPoint) -> Result<(), ComputeError> {
-        self.run_commit(Some(point)).await
-    }
-
-    /// The seed API: removes the transaction's intents everywhere.
-    pub async fn rollback(self) -> Result<(), ComputeError> {
-        self.check_active()?;
-        let command = self.coordinator().abort();
-        self.drive(command, None).await.map(|_| ())
-    }
-
-    async fn run_commit(&self, crash: Option<CrashPoint>) -> Result<(), ComputeError> {
-        self.check_active()?;
-        let command = self.coordinator().begin_commit();
-        match self.drive(command, crash).await? {
-            Decision::Commit => Ok(()),
-            Decision::Abort => Err(ComputeError::Aborted {
-                tx: self.id,
-                reason: "a participant voted no (its intents were resolved as abandoned)"
-                    .to_string(),
-            }),
+    /// `SELECT ... FOR UPDATE`: a lock-only intent on the owner of `key`, waiting for another
+    /// transaction's intent like a writer; returns the row as locked. A missing row (or a NULL
+    /// key) is no row and no lock.
+    async fn lock_row(&self, table: &str, key: &SqlValue) -> Result<Option<Row>, ComputeError> {
+        if *key == SqlValue::Null {
+            return Ok(None);
         }
-    }
-
-    /// Executes the coordinator's commands until it finishes. Each command moves the machine
-    /// forward, so the loop ends after at most four commands.
-    async fn drive(
-        &self,
-        mut command: Command,
-        crash: Option<CrashPoint>,
-    ) -> Result<Decision, ComputeError> {
-        for _ in 0..8 {
-            command = match command {
-                Command::Prepare(nodes) => {
-                    let next = self.prepare(&nodes);
-                    if crash == Some(CrashPoint::AfterPrepare) {
-                        return Err(self.crash(CrashPoint::AfterPrepare));
-                    }
-                    next
-                }
-                Command::RecordDecision(decision) => {
-                    let recorded = self.compute.inner.records.decide(self.id, decision).await?;
-                    if crash == Some(CrashPoint::AfterDecision) {
-                        return Err(self.crash(CrashPoint::AfterDecision));
-                    }
-                    self.coordinator().on_decision_recorded(recorded)
-                }
-                Command::Deliver(decision, nodes) => {
-                    self.ended.store(true, Ordering::SeqCst);
-                    self.deliver(decision, &nodes)?
-                }
-                Command::Finished(decision) => {
-                    self.ended.store(true, Ordering::SeqCst);
-                    return Ok(decision);
-                }
-            };
+        let (tx, cluster) = (self.id, self.compute.cluster());
+        let (node, row) = self
+            .compute
+            .retry_locked(Some(self.incarnation), || {
+                cluster.route(key, |node, epoch| async move {
+                    let row = node.tx_lock(epoch, tx, table, key).await?;
+                    Ok((node.id(), row))
+                })
+            })
+            .await?;
+        if row.is_some() {
+            self.coordinator().on_write(node);
         }
-        unreachable!(
-            "2pc: the coordinator of {} did not finish in 8 steps",
-            self.id
-        )
-    }
-
-    fn crash(&self, point: CrashPoint) -> ComputeError {
-        self.ended.store(true, Ordering::SeqCst);
-        ComputeError::CoordinatorCrashed { tx: self.id, point }
-    }
-
-    /// Phase 1. An unreachable participant counts as a no vote: abort is always safe.
-    fn prepare(&self, nodes: &[StorageNodeId]) -> Command {
-        for &id in nodes {
-            let vote = match self.compute.cluster().node(id) {
-                Ok(node) => node.tx_prepare(self.id).unwrap_or(Vote::No),
-                Err(_) => Vote::No,
-            };
-            if let Some(next) = self.coordinator().on_vote(id, vote) {
-                return next;
-            }
-        }
-        unreachable!(
-            "2pc: every participant of {} voted and no decision came",
-            self.id
-        )
-    }
-
-    /// Phase 2.
-    fn deliver(
-        &self,
-        decision: Decision,
-        nodes: &[StorageNodeId],
-    ) -> Result<Command, ComputeError> {
-        let mut finished = None;
-        for &id in nodes {
-            let applied = self
-                .compute
-                .cluster()
-                .node(id)
-                .map_err(|e| e.to_string())
-                .and_then(|node| {
-                    match decision {
-                        Decision::Commit => node.tx_commit(self.id),
-                        Decision::Abort => node.tx_abort(self.id),
-                    }
-                    .map_err(|e| e.to_string())
-                });
-            if let Err(reason) = applied {
-                return Err(ComputeError::Unresolved {
-                    tx: self.id,
-                    decision: decision.as_str(),
-                    node: id,
-                    reason,
-                });
-            }
-            finished = self.coordinator().on_delivered(id);
-        }
-        Ok(finished.expect("2pc: the last delivery finishes the transaction"))
+        Ok(row)
     }
 }
 
@@ -324,19 +233,46 @@ impl Drop for Transaction {
         }
         // Before a decision may have been recorded, aborting is always safe; after it, the
         // intents are left for recovery to settle from the record.
-        let coordinator = self.coordinator();
-        let undecided = matches!(
-            coordinator.state(),
-            CoordinatorState::Active | CoordinatorState::Preparing { .. }
-        );
-        if !undecided {
+        let participants: Vec<_> = {
+            let coordinator = self.coordinator();
+            let undecided = matches!(
+                coordinator.state(),
+                CoordinatorState::Active | CoordinatorState::Preparing { .. }
+            );
+            if !undecided || coordinator.participants().is_empty() {
+                return;
+            }
+            coordinator.participants().iter().copied().collect()
+        };
+        let faults = &self.compute.inner.faults;
+        if faults.is_serving(Some(self.incarnation)) {
+            abort_on(&self.compute, self.id, &participants);
             return;
         }
-        for &id in coordinator.participants() {
-            if let Ok(node) = self.compute.cluster().node(id) {
-                if let Err(error) = node.tx_abort(self.id) {
-                    tracing::warn!(tx = %self.id, %error, "rollback on drop failed");
-                }
+        // A paused node rolls back once resumed; a killed or cut-off one never does.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (compute, tx, incarnation) = (self.compute.clone(), self.id, self.incarnation);
+        runtime.spawn(async move {
+            let gate = compute.inner.faults.gate(Some(incarnation));
+            if let Ok(Ok(())) = tokio::time::timeout(PAUSED_ROLLBACK_WAIT, gate).await {
+                abort_on(&compute, tx, &participants);
+            }
+        });
+    }
+}
+
+/// How long a transaction dropped on a paused node waits for the resume to roll back; past it,
+/// recovery aborts its intents as abandoned.
+const PAUSED_ROLLBACK_WAIT: Duration = Duration::from_secs(30);
+
+/// Removes `tx`'s intents on `participants` (a rollback on drop).
+fn abort_on(compute: &ComputeNode, tx: TxId, participants: &[StorageNodeId]) {
+    for &id in participants {
+        if let Ok(node) = compute.cluster().node(id) {
+            if let Err(error) = node.tx_abort(tx) {
+                tracing::warn!(%tx, %error, "rollback on drop failed");
             }
         }
     }

@@ -2,12 +2,14 @@
 //! it, so nothing is silently ignored.
 
 use sqlparser::ast::{
-    self, AssignmentTarget, BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments,
-    ObjectName, SelectItem, SetExpr, Statement, TableFactor, TableObject, UnaryOperator, Value,
+    self, Assignment, AssignmentTarget, BinaryOperator, Expr, FunctionArg, FunctionArgExpr,
+    FunctionArguments, LockType, ObjectName, SelectItem, SetExpr, Statement, TableFactor,
+    TableObject, UnaryOperator, Value,
 };
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
 
+use super::assign::AssignValue;
 use super::value::SqlValue;
 
 /// Why a statement cannot be run.
@@ -32,6 +34,15 @@ pub enum SqlError {
         expected: usize,
         /// Parameters passed.
         given: usize,
+    },
+    /// An update expression cannot be evaluated against the stored row (an integer overflow,
+    /// an operand of the wrong type, a result too wide for its column); nothing was written.
+    #[error("cannot evaluate `{expression}`: {reason}")]
+    Evaluation {
+        /// The assignment, as SQL (`balance = balance - 5`).
+        expression: String,
+        /// Why.
+        reason: String,
     },
 }
 
@@ -75,7 +86,7 @@ pub enum Projection {
 /// A parsed statement.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SqlStatement {
-    /// `SELECT ... FROM table [WHERE column = operand]`.
+    /// `SELECT ... FROM table [WHERE column = operand] [FOR UPDATE]`.
     Select {
         /// The table.
         table: String,
@@ -83,6 +94,9 @@ pub enum SqlStatement {
         projection: Projection,
         /// An equality filter, if any.
         filter: Option<(String, Operand)>,
+        /// `FOR UPDATE`: lock the row against other writers until the transaction ends (only
+        /// inside a transaction, by shard key).
+        for_update: bool,
     },
     /// `INSERT INTO table (columns) VALUES (...), ...`.
     Insert {
@@ -93,12 +107,13 @@ pub enum SqlStatement {
         /// The rows; each as long as `columns`.
         rows: Vec<Vec<Operand>>,
     },
-    /// `UPDATE table SET column = operand, ... WHERE column = operand`.
+    /// `UPDATE table SET column = operand | column op operand, ... WHERE column = operand`.
     Update {
         /// The table.
         table: String,
-        /// The assignments.
-        assignments: Vec<(String, Operand)>,
+        /// The assignments: each column once, the right side a value or an expression of the
+        /// column's own value.
+        assignments: Vec<(String, AssignValue)>,
         /// The equality filter (required: updates are by key).
         filter: (String, Operand),
     },
@@ -125,7 +140,7 @@ impl SqlStatement {
                 filter,
                 ..
             } => {
-                operands.extend(assignments.iter().map(|(_, o)| o));
+                operands.extend(assignments.iter().map(|(_, a)| a.operand()));
                 operands.push(&filter.1);
             }
         }
@@ -261,9 +276,17 @@ fn parse_select(query: &ast::Query) -> Result<SqlStatement, SqlError> {
     if query.limit_clause.is_some() || query.fetch.is_some() {
         return Err(unsupported("LIMIT/FETCH"));
     }
-    if !query.locks.is_empty() {
-        return Err(unsupported("FOR UPDATE/SHARE"));
-    }
+    let for_update = match query.locks.as_slice() {
+        [] => false,
+        [lock] if lock.lock_type == LockType::Update && lock.of.is_none() => {
+            if lock.nonblock.is_some() {
+                return Err(unsupported(format!("{lock} (only a waiting FOR UPDATE)")));
+            }
+            true
+        }
+        [lock] => return Err(unsupported(format!("{lock} (only FOR UPDATE)"))),
+        _ => return Err(unsupported("several locking clauses")),
+    };
     let SetExpr::Select(select) = query.body.as_ref() else {
         return Err(unsupported(format!(
             "query body {} (only a plain SELECT)",
@@ -309,11 +332,13 @@ fn parse_select(query: &ast::Query) -> Result<SqlStatement, SqlError> {
             .as_ref()
             .map(|e| format!(" WHERE {e}"))
             .unwrap_or_default();
+        let lock = if for_update { " FOR UPDATE" } else { "" };
         format!(
-            "SELECT {} FROM {}{}",
+            "SELECT {} FROM {}{}{}",
             items.join(", "),
             select.from[0],
-            filter
+            filter,
+            lock
         )
     };
     if rendered != query.to_string() {
@@ -323,6 +348,7 @@ fn parse_select(query: &ast::Query) -> Result<SqlStatement, SqlError> {
         table,
         projection,
         filter,
+        for_update,
     })
 }
 
@@ -452,7 +478,11 @@ fn parse_update(update: &ast::Update) -> Result<SqlStatement, SqlError> {
             return Err(unsupported(format!("assignment {assignment}")));
         };
         let column = single_name(column, "column")?;
-        assignments.push((column, placeholders.operand(&assignment.value)?));
+        if assignments.iter().any(|(c, _)| *c == column) {
+            return Err(unsupported(format!("column {column} assigned twice")));
+        }
+        let value = assign_value(&column, assignment, &mut placeholders)?;
+        assignments.push((column, value));
     }
     let Some(selection) = &update.selection else {
         return Err(unsupported(
@@ -465,6 +495,38 @@ fn parse_update(update: &ast::Update) -> Result<SqlStatement, SqlError> {
         assignments,
         filter,
     })
+}
+
+/// `column = x`, or `column = column op x` with op one of `+`, `-`, `||`.
+fn assign_value(
+    column: &str,
+    assignment: &Assignment,
+    placeholders: &mut Placeholders,
+) -> Result<AssignValue, SqlError> {
+    let Expr::BinaryOp { left, op, right } = &assignment.value else {
+        return Ok(AssignValue::Set(placeholders.operand(&assignment.value)?));
+    };
+    let refused = || {
+        unsupported(format!(
+            "assignment {assignment} (only `{column} = value` or `{column} = {column} + value`, \
+             `- value`, `|| value`)"
+        ))
+    };
+    match left.as_ref() {
+        Expr::Identifier(ident) if ident.value == column => {}
+        _ => return Err(refused()),
+    }
+    let operand = match right.as_ref() {
+        // A literal's own error (a number past 64 bits) is more precise than the refusal.
+        Expr::Value(_) | Expr::UnaryOp { .. } => placeholders.operand(right)?,
+        _ => return Err(refused()),
+    };
+    match op {
+        BinaryOperator::Plus => Ok(AssignValue::Add(operand)),
+        BinaryOperator::Minus => Ok(AssignValue::Sub(operand)),
+        BinaryOperator::StringConcat => Ok(AssignValue::Concat(operand)),
+        _ => Err(refused()),
+    }
 }
 
 #[cfg(test)]
@@ -480,6 +542,7 @@ mod tests {
                 table: "critical".into(),
                 projection: Projection::Columns(vec![("data".into(), "data".into())]),
                 filter: Some(("id".into(), Operand::Param(0))),
+                for_update: false,
             }
         );
         let count = parse_statement("SELECT COUNT(*) as cnt FROM concurrent").unwrap();
@@ -489,6 +552,7 @@ mod tests {
                 table: "concurrent".into(),
                 projection: Projection::Count("cnt".into()),
                 filter: None,
+                for_update: false,
             }
         );
         let insert = parse_statement("INSERT INTO t (id, v) VALUES (?, 'x'), (-3, ?)").unwrap();
@@ -498,10 +562,72 @@ mod tests {
             update,
             SqlStatement::Update {
                 table: "t".into(),
-                assignments: vec![("v".into(), Operand::Param(0))],
+                assignments: vec![("v".into(), AssignValue::Set(Operand::Param(0)))],
                 filter: ("id".into(), Operand::Param(1)),
             }
         );
+    }
+
+    #[test]
+    fn update_expressions_of_the_assigned_column_parse() {
+        let update =
+            parse_statement("UPDATE accounts SET balance = balance - ?, n = n + 1 WHERE id = ?")
+                .unwrap();
+        assert_eq!(
+            update,
+            SqlStatement::Update {
+                table: "accounts".into(),
+                assignments: vec![
+                    ("balance".into(), AssignValue::Sub(Operand::Param(0))),
+                    (
+                        "n".into(),
+                        AssignValue::Add(Operand::Literal(SqlValue::Int(1)))
+                    ),
+                ],
+                filter: ("id".into(), Operand::Param(1)),
+            }
+        );
+        assert_eq!(update.n_params(), 2);
+        let append = parse_statement("UPDATE lists SET v = v || '4,' WHERE id = 3").unwrap();
+        let SqlStatement::Update { assignments, .. } = append else {
+            panic!("an update parses as an update: {append:?}");
+        };
+        assert_eq!(
+            assignments,
+            vec![(
+                "v".into(),
+                AssignValue::Concat(Operand::Literal(SqlValue::Text("4,".into())))
+            )]
+        );
+        let negative = parse_statement("UPDATE t SET b = b + -5 WHERE id = 1").unwrap();
+        let SqlStatement::Update { assignments, .. } = negative else {
+            panic!("an update parses as an update: {negative:?}");
+        };
+        assert_eq!(
+            assignments[0].1,
+            AssignValue::Add(Operand::Literal(SqlValue::Int(-5)))
+        );
+    }
+
+    #[test]
+    fn select_for_update_is_marked_and_plain_selects_are_not() {
+        let locked =
+            parse_statement("SELECT balance FROM accounts WHERE id = 4 FOR UPDATE").unwrap();
+        assert!(matches!(
+            locked,
+            SqlStatement::Select {
+                for_update: true,
+                ..
+            }
+        ));
+        let plain = parse_statement("SELECT balance FROM accounts WHERE id = 4").unwrap();
+        assert!(matches!(
+            plain,
+            SqlStatement::Select {
+                for_update: false,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -514,6 +640,39 @@ mod tests {
             ("SELECT SUM(a) FROM t", "function SUM"),
             ("SELECT a FROM t GROUP BY a", "GROUP BY"),
             ("UPDATE t SET a = 1", "without WHERE"),
+            (
+                "UPDATE t SET a = b + 1 WHERE id = 1",
+                "assignment a = b + 1",
+            ),
+            (
+                "UPDATE t SET a = 1 + a WHERE id = 1",
+                "assignment a = 1 + a",
+            ),
+            (
+                "UPDATE t SET a = a * 2 WHERE id = 1",
+                "assignment a = a * 2",
+            ),
+            (
+                "UPDATE t SET a = a + b WHERE id = 1",
+                "assignment a = a + b",
+            ),
+            (
+                "UPDATE t SET a = a + 1 + 1 WHERE id = 1",
+                "assignment a = a + 1 + 1",
+            ),
+            ("UPDATE t SET a = 1, a = 2 WHERE id = 1", "assigned twice"),
+            (
+                "SELECT a FROM t WHERE id = 1 FOR SHARE",
+                "FOR SHARE (only FOR UPDATE)",
+            ),
+            (
+                "SELECT a FROM t WHERE id = 1 FOR UPDATE NOWAIT",
+                "only a waiting",
+            ),
+            (
+                "SELECT a FROM t WHERE id = 1 FOR UPDATE OF t",
+                "FOR UPDATE OF t",
+            ),
         ];
         for (sql, needle) in cases {
             let error = parse_statement(sql).unwrap_err().to_string();

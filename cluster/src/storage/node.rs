@@ -21,7 +21,7 @@ use super::memory::MemoryEngine;
 use super::redb_engine::RedbEngine;
 use crate::compute::two_phase::{ParticipantState, TxId};
 use crate::sharding::{MetadataService, MetadataServiceError, Routing, StorageNodeId};
-use crate::sql::{Row, SqlValue};
+use crate::sql::{apply_assignments, AssignValue, Row, SqlValue, WriteOutcome};
 
 /// Why a storage node did not serve a request.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -416,14 +416,16 @@ impl StorageNode {
         Ok(())
     }
 
-    /// Sets `assignments` on the row under `key`; returns whether the row existed.
+    /// Applies `assignments` to the row under `key`. Each expression (`c = c + x`) is evaluated
+    /// here, against the committed row, under the write lock, so concurrent read-modify-writes
+    /// are never lost; one that fails is [`WriteOutcome::Refused`] and writes nothing.
     pub async fn update(
         &self,
         epoch: u64,
         table: &str,
         key: &SqlValue,
-        assignments: &[(String, SqlValue)],
-    ) -> Result<bool, NodeError> {
+        assignments: &[(String, AssignValue<SqlValue>)],
+    ) -> Result<WriteOutcome, NodeError> {
         self.serving()?;
         let hash = key_hash(key);
         let view = self.view_at_least(epoch).await?;
@@ -436,15 +438,16 @@ impl StorageNode {
             .get(table, &stored)
             .map_err(|e| self.engine_error(e))?
         else {
-            return Ok(false);
+            return Ok(WriteOutcome::Missing);
         };
         let mut row = decode(table, &bytes)?;
-        for (column, value) in assignments {
-            row.insert(column.clone(), value.clone());
+        let schema = view.as_ref().and_then(|routing| routing.table(table));
+        if let Err(error) = apply_assignments(&mut row, assignments, schema) {
+            return Ok(WriteOutcome::Refused(error));
         }
         self.write_locked(engine.as_ref(), table, stored, hash, encode(&row))?;
         self.publish_invalidation(table, key);
-        Ok(true)
+        Ok(WriteOutcome::Written(row))
     }
 
     /// The row under `key`.

@@ -3,8 +3,8 @@
 
 use crate::sharding::{DataType, TableSchema};
 use crate::sql::{
-    parse_statement, FromSqlValue, Operand, Projection, Row, SqlError, SqlStatement, SqlValue,
-    ToSqlValue,
+    parse_statement, AssignValue, FromSqlValue, Operand, Projection, Row, SqlError, SqlStatement,
+    SqlValue, ToSqlValue, WriteOutcome,
 };
 
 use super::{ClusterError, StorageCluster};
@@ -106,6 +106,58 @@ pub(crate) fn project(row: &Row, projection: &Projection) -> ResultRow {
 }
 
 impl StorageCluster {
+    /// Binds an update's assignments and checks them against `schema` before they reach storage:
+    /// no shard key update, no unknown column in a strict table, a plain value of the column's
+    /// type, an operand the operator takes. The storage node checks what depends on the row.
+    pub(crate) fn bind_assignments(
+        schema: &TableSchema,
+        assignments: &[(String, AssignValue)],
+        params: &[SqlValue],
+    ) -> Result<Vec<(String, AssignValue<SqlValue>)>, ClusterError> {
+        let mut bound = Vec::with_capacity(assignments.len());
+        for (target, assign) in assignments {
+            if *target == schema.shard_key {
+                return Err(ClusterError::ShardKeyUpdate {
+                    table: schema.name.clone(),
+                    column: target.clone(),
+                });
+            }
+            let value = assign.bind(params);
+            match &value {
+                AssignValue::Set(plain) => check_value(schema, target, plain)?,
+                _ => {
+                    if schema.strict && schema.column_type(target).is_none() {
+                        return Err(ClusterError::UnknownColumn {
+                            table: schema.name.clone(),
+                            column: target.clone(),
+                        });
+                    }
+                    value.check_operand(target)?;
+                }
+            }
+            bound.push((target.clone(), value));
+        }
+        Ok(bound)
+    }
+
+    /// How many rows a point write wrote (0 or 1); an expression refused against the row is
+    /// the statement's error.
+    pub(crate) fn rows_written(outcome: WriteOutcome) -> Result<u64, ClusterError> {
+        match outcome {
+            WriteOutcome::Missing => Ok(0),
+            WriteOutcome::Written(_) => Ok(1),
+            WriteOutcome::Refused(error) => Err(error.into()),
+        }
+    }
+
+    /// The error for `SELECT ... FOR UPDATE` outside a transaction, which has no lock to hold.
+    pub(crate) fn for_update_outside_transaction() -> ClusterError {
+        SqlError::Unsupported {
+            what: "SELECT ... FOR UPDATE outside a transaction".to_string(),
+        }
+        .into()
+    }
+
     /// The seed API: runs one SQL statement with `?` parameters.
     pub async fn query<P: ToSqlValue>(
         &self,
@@ -123,6 +175,9 @@ impl StorageCluster {
         }
         let schema = self.schema(statement.table()).await?;
         match statement {
+            SqlStatement::Select {
+                for_update: true, ..
+            } => Err(Self::for_update_outside_transaction()),
             SqlStatement::Select {
                 projection, filter, ..
             } => {
@@ -238,7 +293,7 @@ impl StorageCluster {
     async fn update(
         &self,
         schema: &TableSchema,
-        assignments: &[(String, Operand)],
+        assignments: &[(String, AssignValue)],
         filter: &(String, Operand),
         params: &[SqlValue],
     ) -> Result<QueryResult, ClusterError> {
@@ -260,20 +315,9 @@ impl StorageCluster {
                 value: key,
             });
         }
-        let mut bound = Vec::with_capacity(assignments.len());
-        for (target, operand) in assignments {
-            if *target == schema.shard_key {
-                return Err(ClusterError::ShardKeyUpdate {
-                    table: schema.name.clone(),
-                    column: target.clone(),
-                });
-            }
-            let value = operand.bind(params);
-            check_value(schema, target, &value)?;
-            bound.push((target.clone(), value));
-        }
+        let bound = Self::bind_assignments(schema, assignments, params)?;
         let table = schema.name.as_str();
-        let updated = self
+        let outcome = self
             .route(&key, |node, epoch| {
                 let (key, bound) = (&key, &bound);
                 async move { node.update(epoch, table, key, bound).await }
@@ -281,7 +325,7 @@ impl StorageCluster {
             .await?;
         Ok(QueryResult {
             rows: Vec::new(),
-            rows_affected: u64::from(updated),
+            rows_affected: Self::rows_written(outcome)?,
         })
     }
 }
