@@ -377,6 +377,12 @@ impl ComputeNode {
         self.inner.cache.len()
     }
 
+    /// The seq of the last invalidation this node applied to its cache (compare with the
+    /// bus's `published_seq` to see how far behind it is).
+    pub fn applied_invalidation_seq(&self) -> u64 {
+        self.inner.cache.applied_seq()
+    }
+
     /// How many times the node dropped its whole cache.
     pub fn cache_drops(&self) -> u64 {
         self.inner.cache.n_drops()
