@@ -22,6 +22,7 @@ pub mod set_client;
 pub mod set_nemesis;
 pub mod set_runner;
 pub mod set_schedule;
+pub mod target;
 pub mod wellformed;
 
 pub use error::WorkloadError;
