@@ -1,15 +1,27 @@
 //! `helios cluster up|status|down`: a local metadata group of `helios node` processes, recorded
-//! in `DIR/cluster.json`. Glue over `helios_cluster::process`.
+//! in `DIR/cluster.json`, or (`--target docker`) five containers of `docker/docker-compose.yml`,
+//! recorded in `DIR/docker.json`. Glue over `helios_cluster::process`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use helios_cluster::process::{
-    stop_all, AdminClient, ClusterManifest, LocalCluster, LocalClusterSpec, NodeStatus, Ports,
-    ProcessState, StopOutcome,
+    stop_all, AdminClient, ClusterManifest, DockerCluster, LocalCluster, LocalClusterSpec,
+    NodeStatus, Ports, ProcessState, StopOutcome, DOCKER_NODES,
 };
+
+use crate::docker::{container_state, prepare_image, DockerManifest, IMAGE};
+
+/// Where `helios cluster up` starts the nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Target {
+    /// `helios node` processes on 127.0.0.1.
+    Local,
+    /// Containers of docker/docker-compose.yml (5 nodes), published on 127.0.0.1.
+    Docker,
+}
 
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
@@ -35,9 +47,14 @@ struct UpArgs {
     /// Node i listens on BASE_PORT + i - 1; without it, free ports are picked.
     #[arg(long)]
     base_port: Option<u16>,
-    /// The cluster directory: cluster.json, node-<id>/ data, node-<id>.log.
+    /// The cluster directory: cluster.json, node-<id>/ data, node-<id>.log (or, for docker,
+    /// docker.json and the compose file).
     #[arg(long)]
     dir: PathBuf,
+    /// Processes on this machine, or Docker containers (the image is built FROM scratch
+    /// around a static helios; see docker/build-image.sh).
+    #[arg(long, value_enum, default_value = "local")]
+    target: Target,
     /// How long to wait for a leader, in seconds.
     #[arg(long, default_value_t = 30)]
     wait_secs: u64,
@@ -81,6 +98,9 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<i32> {
 async fn up(args: UpArgs) -> anyhow::Result<i32> {
     if args.nodes == 0 {
         bail!("--nodes must be at least 1");
+    }
+    if args.target == Target::Docker {
+        return up_docker(args).await;
     }
     if let Ok(manifest) = ClusterManifest::load(&args.dir) {
         let live: Vec<_> = manifest
@@ -143,6 +163,47 @@ async fn up(args: UpArgs) -> anyhow::Result<i32> {
     }
 }
 
+/// `up --target docker`: build the image, start the containers, wait for a leader, record
+/// `DIR/docker.json`.
+async fn up_docker(args: UpArgs) -> anyhow::Result<i32> {
+    if args.nodes != DOCKER_NODES {
+        bail!("--target docker starts the {DOCKER_NODES} nodes of docker/docker-compose.yml");
+    }
+    if !args.node_args.is_empty() {
+        bail!("--target docker takes the node arguments of docker/docker-compose.yml");
+    }
+    prepare_image(&args.dir)?;
+    let base = args.base_port.unwrap_or(7101);
+    let manifest = DockerManifest {
+        project: "helios".to_owned(),
+        image: IMAGE.to_owned(),
+        ports: (0..DOCKER_NODES as u16).map(|i| base + i).collect(),
+    };
+    let cluster = DockerCluster::up(manifest.spec(&args.dir))?;
+    manifest.save(&args.dir)?;
+    for (id, addr) in cluster.addresses() {
+        println!("node {id} container {} on {addr}", cluster.container(id));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(args.wait_secs);
+    while std::time::Instant::now() < deadline {
+        for (id, addr) in cluster.addresses() {
+            if let Ok(status) = AdminClient::new(addr.clone()).status().await {
+                if status.is_leader {
+                    println!("leader: node {id} at {addr} (term {})", status.term);
+                    println!("cluster: {}", DockerManifest::path_in(&args.dir).display());
+                    cluster.detach();
+                    return Ok(0);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("helios cluster up: no leader within {} s", args.wait_secs);
+    eprintln!("node logs: docker logs {}", cluster.container(1));
+    // Dropping the cluster removes the containers.
+    Ok(1)
+}
+
 /// One line of `helios cluster status`.
 fn status_line(
     id: u64,
@@ -169,7 +230,42 @@ fn status_line(
     }
 }
 
+/// `status` of a docker cluster: Docker's state of each container and each node's own status.
+async fn status_docker(dir: &std::path::Path, manifest: &DockerManifest) -> anyhow::Result<i32> {
+    let cluster = DockerCluster::attach(manifest.spec(dir));
+    let mut leaders = Vec::new();
+    let mut healthy = true;
+    for (id, addr) in cluster.addresses() {
+        let state = container_state(&cluster, id);
+        let status = AdminClient::new(addr.clone()).status().await;
+        match &status {
+            Ok(s) if s.is_leader => leaders.push(id),
+            Ok(_) => {}
+            Err(_) => healthy = false,
+        }
+        let status = status.map_err(|e| e.to_string());
+        let process = match state.as_str() {
+            "running" => ProcessState::Running,
+            "paused" => ProcessState::Stopped,
+            _ => ProcessState::Gone,
+        };
+        println!("{} ({state})", status_line(id, &addr, 0, process, &status));
+    }
+    println!(
+        "{}",
+        match leaders.as_slice() {
+            [] => "no leader".to_owned(),
+            [l] => format!("leader: node {l}"),
+            many => format!("several nodes hold a lease: {many:?}"),
+        }
+    );
+    Ok(if healthy && !leaders.is_empty() { 0 } else { 1 })
+}
+
 async fn status(args: DirArgs) -> anyhow::Result<i32> {
+    if let Some(manifest) = DockerManifest::load(&args.dir)? {
+        return status_docker(&args.dir, &manifest).await;
+    }
     let manifest = ClusterManifest::load(&args.dir)?;
     let mut queries = tokio::task::JoinSet::new();
     for node in manifest.nodes.clone() {
@@ -216,6 +312,16 @@ async fn status(args: DirArgs) -> anyhow::Result<i32> {
 }
 
 fn down(args: DownArgs) -> anyhow::Result<i32> {
+    if let Some(manifest) = DockerManifest::load(&args.dir)? {
+        let mut cluster = DockerCluster::attach(manifest.spec(&args.dir));
+        cluster.down()?;
+        std::fs::remove_file(DockerManifest::path_in(&args.dir))?;
+        println!(
+            "containers and network of project {} removed",
+            manifest.project
+        );
+        return Ok(0);
+    }
     let manifest = ClusterManifest::load(&args.dir)?;
     let mut failed = false;
     for (id, outcome) in stop_all(&manifest, Duration::from_secs(args.grace_secs)) {

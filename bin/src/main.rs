@@ -2,6 +2,7 @@
 
 mod check;
 mod cluster;
+mod docker;
 mod node;
 mod run;
 

@@ -113,8 +113,9 @@ pub struct RunArgs {
     /// Print results.json to stdout instead of the human summary.
     #[arg(long)]
     json: bool,
-    /// The cluster to drive (register workload): embedded (in this process), or processes
-    /// (`helios node` processes on 127.0.0.1 started for the run, with real faults).
+    /// The cluster to drive (register workload): embedded (in this process), processes
+    /// (`helios node` processes on 127.0.0.1 started for the run, with real faults), or docker
+    /// (five containers, faulted with docker kill/pause/network disconnect).
     #[arg(long, value_enum, default_value = "embedded")]
     target: target::Target,
 }

@@ -16,10 +16,12 @@ use std::pin::Pin;
 
 use helios_cluster::MetadataError;
 
+pub mod docker;
 mod embedded;
 pub mod process;
 pub mod remote;
 
+pub use docker::DockerTarget;
 pub use process::ProcessTarget;
 
 /// A boxed future that may cross threads, as the targets are shared between tasks.

@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::ValueEnum;
-use helios_cluster::process::{LocalClusterSpec, Ports};
+use helios_cluster::process::DOCKER_NODES;
+use helios_cluster::process::{pick_free_ports, DockerClusterSpec, LocalClusterSpec, Ports};
 use helios_workload::client::RunProgress;
 use helios_workload::runner::{run_on, StartTarget, STARTUP_TIMEOUT};
-use helios_workload::target::{FaultTarget, ProcessTarget};
+use helios_workload::target::{DockerTarget, FaultTarget, ProcessTarget};
+use helios_workload::WorkloadError;
 
 use super::{progress_bar, replicated, report, run_config, tick, RunArgs};
 
@@ -22,6 +24,10 @@ pub enum Target {
     /// `helios node` processes on 127.0.0.1, started for the run in `RUN_DIR/cluster/` and
     /// stopped after it; faults are SIGKILL and restart, SIGSTOP/SIGCONT, and peer filters.
     Processes,
+    /// Five containers of `docker/docker-compose.yml` on a private network, reached through
+    /// ports published on 127.0.0.1; faults are `docker kill`/`start`, `docker pause`/`unpause`
+    /// and `docker network disconnect`/`connect`.
+    Docker,
 }
 
 impl Target {
@@ -29,6 +35,7 @@ impl Target {
         match self {
             Target::Embedded => "embedded",
             Target::Processes => "processes",
+            Target::Docker => "docker",
         }
     }
 }
@@ -36,6 +43,22 @@ impl Target {
 /// `RUST_LOG` of node processes started for a run: their own log lines, without openraft's
 /// routine complaints about lost messages.
 const NODE_LOG_FILTER: &str = "info,openraft=warn";
+
+/// How long the containers may take to elect a leader: `docker-compose up` returns before the
+/// nodes serve.
+const DOCKER_STARTUP: Duration = Duration::from_secs(60);
+
+/// The containers of one run: the image built (or found), the compose file in `dir`, a project
+/// named after this process, and free host ports.
+fn docker_spec(dir: &std::path::Path) -> anyhow::Result<DockerClusterSpec> {
+    crate::docker::prepare_image(dir)?;
+    Ok(DockerClusterSpec {
+        compose_file: dir.join("docker-compose.yml"),
+        project: format!("helios-run-{}", std::process::id()),
+        image: crate::docker::IMAGE.to_owned(),
+        ports: pick_free_ports(DOCKER_NODES).context("pick free ports")?,
+    })
+}
 
 /// Runs the register workload against real node processes; returns the checker's exit code.
 pub fn run_on_target(args: &RunArgs, target: Target) -> anyhow::Result<i32> {
@@ -91,6 +114,23 @@ pub fn run_on_target(args: &RunArgs, target: Target) -> anyhow::Result<i32> {
 fn starter(target: Target, n_nodes: usize, op_timeout: Duration) -> anyhow::Result<StartTarget> {
     match target {
         Target::Embedded => bail!("the embedded target is started by the runner itself"),
+        Target::Docker => {
+            if n_nodes != DOCKER_NODES {
+                bail!("--target docker runs the {DOCKER_NODES} nodes of docker/docker-compose.yml, not {n_nodes}");
+            }
+            Ok(Box::new(move |run_dir| {
+                Box::pin(async move {
+                    // Building the image blocks; keep it off the runtime's workers.
+                    let dir = run_dir.join("docker");
+                    let spec = tokio::task::spawn_blocking(move || docker_spec(&dir))
+                        .await
+                        .map_err(|error| WorkloadError::TaskFailed(error.to_string()))?
+                        .map_err(|error| WorkloadError::TaskFailed(format!("{error:#}")))?;
+                    let target = DockerTarget::start(spec, op_timeout, DOCKER_STARTUP).await?;
+                    Ok(Arc::new(target) as Arc<dyn FaultTarget>)
+                })
+            }))
+        }
         Target::Processes => {
             let binary = std::env::current_exe().context("cannot find the helios binary")?;
             Ok(Box::new(move |run_dir| {

@@ -7,6 +7,7 @@
 //! directory instead of memory.
 
 mod client;
+mod docker_cluster;
 mod local_cluster;
 mod manifest;
 pub mod protocol;
@@ -15,6 +16,10 @@ mod server;
 pub use client::{
     call_once, AdminClient, AdminError, CallError, ClientError, ClientOptions, MetadataClient,
     Served,
+};
+pub use docker_cluster::{
+    build_image, docker_available, run_bounded, DockerCluster, DockerClusterSpec, DockerError,
+    COMPOSE_BOUND, CONTAINER_PORT, DOCKER_COMMAND_BOUND, DOCKER_NODES,
 };
 pub use local_cluster::{
     pick_free_ports, LocalCluster, LocalClusterError, LocalClusterSpec, Ports,
