@@ -85,12 +85,17 @@ async fn fault_call(
 }
 
 async fn resolve_target(cluster: &dyn FaultTarget, target: NodeTarget) -> u64 {
-    if target.prefer_leader {
-        if let Some(leader) = cluster.current_leader().await {
-            return leader;
-        }
+    if !(target.prefer_leader || target.avoid_leader) {
+        return target.fallback;
     }
-    target.fallback
+    let leader = cluster.current_leader().await;
+    match leader {
+        Some(leader) if target.prefer_leader => leader,
+        Some(leader) if target.avoid_leader && leader == target.fallback => {
+            (target.fallback + 1) % cluster.node_count()
+        }
+        _ => target.fallback,
+    }
 }
 
 fn names(ids: &[u64]) -> Vec<String> {

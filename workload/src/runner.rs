@@ -74,6 +74,10 @@ pub struct RunConfig {
     pub rate: f64,
     /// The bound on client invocations over the whole run.
     pub max_ops: u64,
+    /// A fault schedule that replaces the seeded one (the chaos suite's scenarios); `None` for
+    /// the seeded schedule of `nemesis`. Its faults must not overlap and must end within the
+    /// fault phase.
+    pub schedule: Option<Vec<PlannedFault>>,
     /// How long the final reads may take, all keys together.
     pub final_read_timeout: Duration,
 }
@@ -99,6 +103,7 @@ impl Default for RunConfig {
             nemesis_timing: NemesisTiming::default(),
             rate: 1000.0,
             max_ops: 2_000_000,
+            schedule: None,
             final_read_timeout: Duration::from_secs(15),
         }
     }
@@ -145,6 +150,21 @@ impl RunConfig {
         if !timing.is_ordered() {
             return invalid(format!("nemesis timing ranges are inverted: {timing:?}"));
         }
+        if let Some(schedule) = &self.schedule {
+            let mut previous_end = Duration::ZERO;
+            for fault in schedule {
+                if fault.start < previous_end || fault.end <= fault.start {
+                    return invalid(format!("schedule: {fault:?} overlaps or is empty"));
+                }
+                if fault.end > self.fault_phase() {
+                    return invalid(format!(
+                        "schedule: {fault:?} ends after the fault phase ({:?})",
+                        self.fault_phase()
+                    ));
+                }
+                previous_end = fault.end;
+            }
+        }
         Ok(())
     }
 
@@ -160,6 +180,9 @@ impl RunConfig {
 
     /// The run's fault schedule; the same for the same configuration.
     pub fn plan(&self) -> Vec<PlannedFault> {
+        if let Some(schedule) = &self.schedule {
+            return schedule.clone();
+        }
         plan_faults(
             &mut stream(self.seed, 0),
             &self.nemesis,
