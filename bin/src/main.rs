@@ -1,6 +1,9 @@
 //! The `helios` command line: thin glue over the checker and workload libraries.
 
 mod check;
+mod cluster;
+mod docker;
+mod node;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +23,10 @@ enum Command {
     Check(check::CheckArgs),
     /// Start the embedded cluster, run a workload with faults, record the history and check it.
     Run(run::RunArgs),
+    /// Run one node of a real cluster as this process, until SIGTERM (exit 0).
+    Node(node::NodeArgs),
+    /// A local cluster of node processes: up, status, down.
+    Cluster(cluster::ClusterArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +46,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(args) => check::run(args),
         Command::Run(args) => run::run(args),
+        Command::Node(args) => node::run(args),
+        Command::Cluster(args) => cluster::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(3)),

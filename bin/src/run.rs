@@ -4,6 +4,7 @@
 mod replicated;
 mod set;
 mod summary;
+mod target;
 mod txn;
 
 use std::hash::{BuildHasher, Hasher};
@@ -137,12 +138,20 @@ pub struct RunArgs {
     /// Print results.json to stdout instead of the human summary.
     #[arg(long)]
     json: bool,
+    /// The cluster to drive (register workload): embedded (in this process), processes
+    /// (`helios node` processes on 127.0.0.1 started for the run, with real faults), or docker
+    /// (five containers, faulted with docker kill/pause/network disconnect).
+    #[arg(long, value_enum, default_value = "embedded")]
+    target: target::Target,
 }
 
 /// Runs `helios run`; returns the exit code: 0 valid, 1 invalid, 2 unknown.
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     init_tracing();
     check_workload(&args)?;
+    if args.target != target::Target::Embedded {
+        return target::run_on_target(&args, args.target);
+    }
     if args.workload == "set" {
         return set::run_set(&args);
     }

@@ -1,11 +1,12 @@
 //! helios-cluster: the database under test: the Raft metadata service, sharded storage nodes
 //! with online rebalancing and a SQL front end, the transport abstraction with its seeded
-//! simulated network, compute nodes (row cache, two-phase commit), and the in-process test
-//! clusters.
+//! simulated network and over TCP, compute nodes (row cache, two-phase commit), the in-process
+//! test clusters, and metadata nodes as processes (`process`).
 
 pub mod compute;
 pub mod metadata;
 pub mod net;
+pub mod process;
 pub mod replication;
 pub mod sharding;
 pub mod sql;

@@ -1,5 +1,6 @@
 //! A logical client of the register workload: invokes one operation at a time against the
-//! embedded cluster and records each invocation and completion.
+//! target cluster (in-process, processes or containers) and records each invocation and
+//! completion.
 //!
 //! Outcomes follow Jepsen. `ok`: the operation took effect. `fail`: it certainly did not (the
 //! node refused it before proposing anything, or a `cas` found another value). `info`: unknown
@@ -13,13 +14,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use helios_cluster::{MetadataError, RaftTestCluster};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::generator::{RegisterGenerator, RegisterOp};
 use crate::history::{node_name, EventDraft, EventType, Function, Process};
 use crate::recorder::Recorder;
+use crate::target::{FaultTarget, OpError};
 
 /// Live counters of a run, read by the progress bar.
 #[derive(Debug, Default)]
@@ -34,7 +35,7 @@ pub struct RunProgress {
 #[derive(Debug, Clone)]
 pub struct ClientContext {
     /// The cluster under test.
-    pub cluster: Arc<RaftTestCluster>,
+    pub cluster: Arc<dyn FaultTarget>,
     /// The history.
     pub recorder: Arc<Recorder>,
     /// The bound on each operation; past it the operation's outcome is unknown.
@@ -177,15 +178,15 @@ pub async fn execute(
         node: None,
         error: None,
     });
-    let metadata_node = context.cluster.node(node);
+    let target = &context.cluster;
     let completion = match op {
         RegisterOp::Read { key } => {
-            let result = tokio::time::timeout(context.op_timeout, metadata_node.read(key)).await;
+            let result = tokio::time::timeout(context.op_timeout, target.read(node, key)).await;
             complete_read(result)
         }
         RegisterOp::Write { key, value } => {
             let value = value.to_string();
-            let future = metadata_node.propose_change(key, &value);
+            let future = target.write(node, key, &value);
             let result = tokio::time::timeout(context.op_timeout, future).await;
             complete_write(op, result)
         }
@@ -193,7 +194,7 @@ pub async fn execute(
             key, expected, new, ..
         } => {
             let (expected, new) = (expected.to_string(), new.to_string());
-            let future = metadata_node.compare_and_set(key, Some(&expected), &new);
+            let future = target.compare_and_set(node, key, &expected, &new);
             let result = tokio::time::timeout(context.op_timeout, future).await;
             complete_cas(op, result)
         }
@@ -210,7 +211,7 @@ pub async fn execute(
     completion
 }
 
-type Timed<T> = Result<Result<T, MetadataError>, tokio::time::error::Elapsed>;
+type Timed<T> = Result<Result<T, OpError>, tokio::time::error::Elapsed>;
 
 fn complete_read(result: Timed<Option<String>>) -> Completion {
     match result {
@@ -263,36 +264,23 @@ fn timed_out(event_type: EventType, value: serde_json::Value) -> Completion {
 }
 
 /// A read's error: always `fail`, keeping the leader the node named.
-fn refused(value: serde_json::Value, error: &MetadataError) -> Completion {
+fn refused(value: serde_json::Value, error: &OpError) -> Completion {
     Completion {
-        leader_hint: leader_named_by(error),
+        leader_hint: error.leader(),
         ..completion(EventType::Fail, value, Some(error.to_string()))
     }
 }
 
 /// A write's or cas's error: `fail` when the node certainly proposed nothing, else `info`.
-fn failed_mutation(op: &RegisterOp, error: &MetadataError) -> Completion {
-    let event_type = if error_is_definite(error) {
-        EventType::Fail
-    } else {
+fn failed_mutation(op: &RegisterOp, error: &OpError) -> Completion {
+    let event_type = if error.outcome_is_unknown() {
         EventType::Info
+    } else {
+        EventType::Fail
     };
     Completion {
-        leader_hint: leader_named_by(error),
+        leader_hint: error.leader(),
         ..completion(event_type, op.invoke_value(), Some(error.to_string()))
-    }
-}
-
-/// Whether the node certainly proposed nothing, so the operation certainly did not take effect.
-fn error_is_definite(error: &MetadataError) -> bool {
-    !error.outcome_is_unknown()
-}
-
-/// The leader a refusing node pointed to.
-fn leader_named_by(error: &MetadataError) -> Option<u64> {
-    match error {
-        MetadataError::NotLeader { leader } => *leader,
-        _ => None,
     }
 }
 
@@ -302,8 +290,14 @@ mod tests {
 
     use rand::SeedableRng;
 
+    use helios_cluster::MetadataError;
+
     use super::*;
     use crate::generator::register_keys;
+
+    fn refusal(error: MetadataError) -> OpError {
+        OpError::from_metadata(&error, Some)
+    }
 
     fn client(index: u64, concurrency: u64) -> Client {
         let generator = RegisterGenerator::new(ChaCha8Rng::seed_from_u64(1), register_keys(1), 5);
@@ -329,7 +323,7 @@ mod tests {
 
     #[test]
     fn not_leader_is_a_definite_failure_that_names_the_leader() {
-        let result = Ok(Err(MetadataError::NotLeader { leader: Some(4) }));
+        let result = Ok(Err(refusal(MetadataError::NotLeader { leader: Some(4) })));
         let completion = complete_write(&write(), result);
         assert_eq!(completion.event_type, EventType::Fail);
         assert_eq!(completion.leader_hint, Some(4));
@@ -368,22 +362,22 @@ mod tests {
 
     #[test]
     fn a_write_that_times_out_or_is_interrupted_has_an_unknown_outcome() {
-        let interrupted = Ok(Err(MetadataError::Interrupted {
+        let interrupted = Ok(Err(refusal(MetadataError::Interrupted {
             reason: "stopped".to_owned(),
-        }));
+        })));
         assert_eq!(
             complete_write(&write(), interrupted).event_type,
             EventType::Info
         );
-        let timeout = Ok(Err(MetadataError::Timeout {
+        let timeout = Ok(Err(refusal(MetadataError::Timeout {
             after: Duration::from_secs(1),
-        }));
+        })));
         assert_eq!(
             complete_write(&write(), timeout).event_type,
             EventType::Info
         );
         assert_eq!(
-            complete_write(&write(), Ok(Err(MetadataError::Shutdown))).event_type,
+            complete_write(&write(), Ok(Err(refusal(MetadataError::Shutdown)))).event_type,
             EventType::Fail
         );
     }
@@ -409,9 +403,9 @@ mod tests {
             serde_json::json!(3)
         );
         assert_eq!(complete_read(Ok(Ok(None))).value, serde_json::Value::Null);
-        let timeout = Ok(Err(MetadataError::Timeout {
+        let timeout = Ok(Err(refusal(MetadataError::Timeout {
             after: Duration::from_secs(1),
-        }));
+        })));
         assert_eq!(complete_read(timeout).event_type, EventType::Fail);
     }
 }

@@ -25,6 +25,7 @@ pub mod set_client;
 pub mod set_nemesis;
 pub mod set_runner;
 pub mod set_schedule;
+pub mod target;
 pub mod txn;
 pub mod wellformed;
 

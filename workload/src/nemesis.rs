@@ -1,11 +1,12 @@
 //! The nemesis: applies the planned faults to the running cluster, undoes each at its end, and
-//! records every fault start and heal as an `info` event of process `"nemesis"`.
+//! records every fault start and heal as an `info` event of process `"nemesis"`, always before
+//! the target is asked to apply it. The target ([`FaultTarget`]) decides how a fault is made:
+//! the simulated network, signals and peer filters, or Docker.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use helios_cluster::RaftTestCluster;
 use serde_json::json;
 
 use crate::client::RunProgress;
@@ -13,6 +14,7 @@ use crate::error::WorkloadError;
 use crate::history::{node_name, EventDraft, Function};
 use crate::recorder::Recorder;
 use crate::schedule::{FaultAction, NodeTarget, PlannedFault};
+use crate::target::{FaultError, FaultTarget};
 
 /// The bound on one fault call (a kill, a restart, a partition) to the cluster.
 pub const FAULT_CALL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -28,7 +30,7 @@ enum ActiveFault {
 /// Applies `plan` (times relative to `start`) and undoes every fault at its planned end.
 /// Returns the number of faults applied.
 pub async fn run_nemesis(
-    cluster: Arc<RaftTestCluster>,
+    cluster: Arc<dyn FaultTarget>,
     recorder: Arc<Recorder>,
     plan: Vec<PlannedFault>,
     start: Instant,
@@ -39,9 +41,9 @@ pub async fn run_nemesis(
         tokio::time::sleep_until((start + fault.start).into()).await;
         // Record first, then apply: no effect of a fault may precede its event, or recovery
         // times would charge the fault's first disruptions to the fault before it.
-        let prepared = prepare(&cluster, &fault.action).await;
+        let prepared = prepare(cluster.as_ref(), &fault.action).await;
         recorder.record(EventDraft::nemesis(prepared.f, prepared.value.clone()));
-        let active = apply(&cluster, &prepared).await?;
+        let active = apply(cluster.as_ref(), &prepared).await?;
         progress.n_faults.fetch_add(1, Ordering::Relaxed);
         applied += 1;
         tracing::info!(fault = prepared.f.as_str(), "nemesis: fault started");
@@ -49,7 +51,7 @@ pub async fn run_nemesis(
         tokio::time::sleep_until((start + fault.end).into()).await;
         let (f, value) = heal_event(&active);
         recorder.record(EventDraft::nemesis(f, value));
-        undo(&cluster, &active).await?;
+        undo(cluster.as_ref(), &active).await?;
         tracing::info!(fault = f.as_str(), "nemesis: fault healed");
     }
     Ok(applied)
@@ -71,13 +73,29 @@ pub(crate) async fn bounded<T>(
         })
 }
 
-async fn resolve_target(cluster: &RaftTestCluster, target: NodeTarget) -> u64 {
-    if target.prefer_leader {
-        if let Some(leader) = cluster.current_leader().await {
-            return leader;
-        }
+/// A fault call within [`FAULT_CALL_TIMEOUT`]; a target that could not make the fault ends the
+/// run, as its state would be unknown.
+async fn fault_call(
+    what: &str,
+    call: impl std::future::Future<Output = Result<(), FaultError>>,
+) -> Result<(), WorkloadError> {
+    bounded(what, call)
+        .await?
+        .map_err(|error| WorkloadError::TaskFailed(format!("nemesis: {what}: {error}")))
+}
+
+async fn resolve_target(cluster: &dyn FaultTarget, target: NodeTarget) -> u64 {
+    if !(target.prefer_leader || target.avoid_leader) {
+        return target.fallback;
     }
-    target.fallback
+    let leader = cluster.current_leader().await;
+    match leader {
+        Some(leader) if target.prefer_leader => leader,
+        Some(leader) if target.avoid_leader && leader == target.fallback => {
+            (target.fallback + 1) % cluster.node_count()
+        }
+        _ => target.fallback,
+    }
 }
 
 fn names(ids: &[u64]) -> Vec<String> {
@@ -89,30 +107,40 @@ struct Prepared {
     action: FaultAction,
     /// The node a kill or a pause targets, resolved (the leader, when preferred).
     node: Option<u64>,
+    /// The groups a partition cuts, as the target will cut them.
+    groups: Vec<Vec<u64>>,
     f: Function,
     value: serde_json::Value,
 }
 
 /// Resolves a fault's targets and the event that describes it, without touching the cluster.
-async fn prepare(cluster: &RaftTestCluster, action: &FaultAction) -> Prepared {
+async fn prepare(cluster: &dyn FaultTarget, action: &FaultAction) -> Prepared {
     let prepared = |node, f, value| Prepared {
         action: action.clone(),
         node,
+        groups: Vec::new(),
         f,
         value,
     };
     match action {
         FaultAction::Partition { groups } => {
-            let groups: Vec<Vec<String>> = groups.iter().map(|group| names(group)).collect();
-            let value = json!({"nemesis": "partition", "groups": groups});
-            prepared(None, Function::StartPartition, value)
+            let groups = cluster.partition_plan(groups);
+            let names: Vec<Vec<String>> = groups.iter().map(|group| names(group)).collect();
+            let value = json!({"nemesis": "partition", "groups": names});
+            Prepared {
+                groups,
+                ..prepared(None, Function::StartPartition, value)
+            }
         }
         FaultAction::IsolateLeader { fallback } => {
             let leader = cluster.current_leader().await.unwrap_or(*fallback);
-            let others = others(cluster, leader);
-            let groups = vec![names(&[leader]), names(&others)];
-            let value = json!({"nemesis": "isolate-leader", "groups": groups});
-            prepared(Some(leader), Function::StartPartition, value)
+            let groups = cluster.partition_plan(&[vec![leader], others(cluster, leader)]);
+            let names: Vec<Vec<String>> = groups.iter().map(|group| names(group)).collect();
+            let value = json!({"nemesis": "isolate-leader", "groups": names});
+            Prepared {
+                groups,
+                ..prepared(Some(leader), Function::StartPartition, value)
+            }
         }
         FaultAction::MajoritiesRing { ring, blocked } => {
             let blocked: Vec<Vec<String>> = blocked
@@ -138,14 +166,14 @@ async fn prepare(cluster: &RaftTestCluster, action: &FaultAction) -> Prepared {
     }
 }
 
-fn others(cluster: &RaftTestCluster, node: u64) -> Vec<u64> {
-    let node_count = cluster.nodes.len() as u64;
+fn others(cluster: &dyn FaultTarget, node: u64) -> Vec<u64> {
+    let node_count = cluster.node_count();
     (0..node_count).filter(|&id| id != node).collect()
 }
 
 /// Applies a prepared fault; returns what must be undone to heal it.
 async fn apply(
-    cluster: &RaftTestCluster,
+    cluster: &dyn FaultTarget,
     prepared: &Prepared,
 ) -> Result<ActiveFault, WorkloadError> {
     let node = || {
@@ -154,36 +182,30 @@ async fn apply(
             .expect("kill, pause and isolate-leader resolve their node")
     };
     match &prepared.action {
-        FaultAction::Partition { groups } => {
-            bounded("partition", cluster.partition_groups(groups.clone())).await?;
-            Ok(ActiveFault::Network)
-        }
-        FaultAction::IsolateLeader { .. } => {
-            let leader = node();
-            bounded(
-                "isolate-leader",
-                cluster.partition(vec![leader], others(cluster, leader)),
+        FaultAction::Partition { .. } => {
+            fault_call(
+                "partition",
+                cluster.partition_groups(prepared.groups.clone()),
             )
             .await?;
             Ok(ActiveFault::Network)
         }
+        FaultAction::IsolateLeader { .. } => {
+            let groups = prepared.groups.clone();
+            fault_call("isolate-leader", cluster.partition_groups(groups)).await?;
+            Ok(ActiveFault::Network)
+        }
         FaultAction::MajoritiesRing { blocked, .. } => {
-            // Each blocked link is cut both ways; `partition_groups` cannot express a ring.
-            bounded("majorities-ring", async {
-                for &(a, b) in blocked {
-                    cluster.partition_one_way(a, b).await;
-                    cluster.partition_one_way(b, a).await;
-                }
-            })
-            .await?;
+            // Each blocked link is cut both ways; a partition into groups cannot express a ring.
+            fault_call("majorities-ring", cluster.block_links(blocked.clone())).await?;
             Ok(ActiveFault::Network)
         }
         FaultAction::Kill(_) => {
-            bounded("kill", cluster.kill_node(node())).await?;
+            fault_call("kill", cluster.kill(node())).await?;
             Ok(ActiveFault::Killed(node()))
         }
         FaultAction::Pause(_) => {
-            bounded("pause", cluster.pause_node(node())).await?;
+            fault_call("pause", cluster.pause(node())).await?;
             Ok(ActiveFault::Paused(node()))
         }
     }
@@ -199,10 +221,10 @@ fn heal_event(active: &ActiveFault) -> (Function, serde_json::Value) {
 }
 
 /// Heals `active`.
-async fn undo(cluster: &RaftTestCluster, active: &ActiveFault) -> Result<(), WorkloadError> {
+async fn undo(cluster: &dyn FaultTarget, active: &ActiveFault) -> Result<(), WorkloadError> {
     match *active {
-        ActiveFault::Network => bounded("heal", cluster.heal()).await,
-        ActiveFault::Killed(node) => bounded("restart", cluster.restart_node(node)).await,
-        ActiveFault::Paused(node) => bounded("resume", cluster.resume_node(node)).await,
+        ActiveFault::Network => fault_call("heal", cluster.heal()).await,
+        ActiveFault::Killed(node) => fault_call("restart", cluster.restart(node)).await,
+        ActiveFault::Paused(node) => fault_call("resume", cluster.resume(node)).await,
     }
 }

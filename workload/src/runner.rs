@@ -1,5 +1,6 @@
-//! The runner: one seeded run of a workload against the embedded cluster, from startup to the
-//! final reads, leaving `history.jsonl` in a fresh run directory.
+//! The runner: one seeded run of a workload against a cluster, from startup to the final reads,
+//! leaving `history.jsonl` in a fresh run directory. The cluster is the embedded one ([`run`]) or
+//! any [`FaultTarget`] ([`run_on`]): processes on loopback, containers.
 //!
 //! Phases: the cluster starts and elects a leader; clients run for `time` while the nemesis
 //! injects faults during the fault phase; the last part of the run (20 %, at least 3 s) is a
@@ -22,6 +23,7 @@ use crate::history::{node_name, EventType, HistoryHeader, Process, HISTORY_FORMA
 use crate::nemesis::run_nemesis;
 use crate::recorder::Recorder;
 use crate::schedule::{plan_faults, NemesisKind, NemesisTiming, PlannedFault};
+use crate::target::{FaultTarget, TargetFuture};
 
 /// The workloads `helios run` supports.
 pub const SUPPORTED_WORKLOADS: [&str; 1] = ["register"];
@@ -32,6 +34,9 @@ pub const MAX_NODES: usize = 9;
 pub const MAX_CONCURRENCY: usize = 1_000;
 /// See [`MAX_NODES`].
 pub const MAX_TIME: Duration = Duration::from_secs(24 * 3600);
+
+/// The bound on stopping the cluster at the end of a run.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long the cluster may take to elect its first leader.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -69,6 +74,10 @@ pub struct RunConfig {
     pub rate: f64,
     /// The bound on client invocations over the whole run.
     pub max_ops: u64,
+    /// A fault schedule that replaces the seeded one (the chaos suite's scenarios); `None` for
+    /// the seeded schedule of `nemesis`. Its faults must not overlap and must end within the
+    /// fault phase.
+    pub schedule: Option<Vec<PlannedFault>>,
     /// How long the final reads may take, all keys together.
     pub final_read_timeout: Duration,
 }
@@ -94,6 +103,7 @@ impl Default for RunConfig {
             nemesis_timing: NemesisTiming::default(),
             rate: 1000.0,
             max_ops: 2_000_000,
+            schedule: None,
             final_read_timeout: Duration::from_secs(15),
         }
     }
@@ -140,6 +150,21 @@ impl RunConfig {
         if !timing.is_ordered() {
             return invalid(format!("nemesis timing ranges are inverted: {timing:?}"));
         }
+        if let Some(schedule) = &self.schedule {
+            let mut previous_end = Duration::ZERO;
+            for fault in schedule {
+                if fault.start < previous_end || fault.end <= fault.start {
+                    return invalid(format!("schedule: {fault:?} overlaps or is empty"));
+                }
+                if fault.end > self.fault_phase() {
+                    return invalid(format!(
+                        "schedule: {fault:?} ends after the fault phase ({:?})",
+                        self.fault_phase()
+                    ));
+                }
+                previous_end = fault.end;
+            }
+        }
         Ok(())
     }
 
@@ -155,6 +180,9 @@ impl RunConfig {
 
     /// The run's fault schedule; the same for the same configuration.
     pub fn plan(&self) -> Vec<PlannedFault> {
+        if let Some(schedule) = &self.schedule {
+            return schedule.clone();
+        }
         plan_faults(
             &mut stream(self.seed, 0),
             &self.nemesis,
@@ -209,12 +237,43 @@ pub struct RunOutcome {
     pub final_reads: Vec<FinalRead>,
     /// The wall time of the run, startup and shutdown included.
     pub wall_time: Duration,
+    /// The kind of cluster driven: `embedded`, `processes` or `docker`.
+    pub target: &'static str,
 }
 
-/// Carries out one run; see the module docs for its phases.
+/// Starts the cluster of a run, given the run's directory (where a target may keep its data
+/// directories and logs).
+pub type StartTarget = Box<
+    dyn FnOnce(PathBuf) -> TargetFuture<'static, Result<Arc<dyn FaultTarget>, WorkloadError>>
+        + Send,
+>;
+
+/// Carries out one run on the embedded cluster; see the module docs for its phases.
 pub async fn run(
     config: &RunConfig,
     progress: Arc<RunProgress>,
+) -> Result<RunOutcome, WorkloadError> {
+    let options = ClusterOptions {
+        size: config.nodes,
+        seed: config.seed,
+        unsafe_stale_reads: config.unsafe_stale_reads,
+        ..ClusterOptions::default()
+    };
+    let start: StartTarget = Box::new(move |_run_dir| {
+        Box::pin(async move {
+            let cluster = RaftTestCluster::with_options(options).await;
+            Ok(Arc::new(cluster) as Arc<dyn FaultTarget>)
+        })
+    });
+    run_on(config, progress, start).await
+}
+
+/// Carries out one run on the cluster that `start` starts, and stops that cluster on every path
+/// once it has started.
+pub async fn run_on(
+    config: &RunConfig,
+    progress: Arc<RunProgress>,
+    start: StartTarget,
 ) -> Result<RunOutcome, WorkloadError> {
     config.validate()?;
     let wall_start = Instant::now();
@@ -222,18 +281,13 @@ pub async fn run(
     let history_path = run_dir.join("history.jsonl");
     tracing::info!(seed = config.seed, dir = %run_dir.display(), "run: starting the cluster");
 
-    let cluster = Arc::new(
-        RaftTestCluster::with_options(ClusterOptions {
-            size: config.nodes,
-            seed: config.seed,
-            unsafe_stale_reads: config.unsafe_stale_reads,
-            ..ClusterOptions::default()
-        })
-        .await,
-    );
-    let result = drive(config, &cluster, &history_path, progress).await;
-    tracing::info!("run: shutting the cluster down");
-    let _ = tokio::time::timeout(Duration::from_secs(15), cluster.shutdown()).await;
+    let cluster = start(run_dir.clone()).await?;
+    let result = match check_target(config, cluster.as_ref()) {
+        Ok(()) => drive(config, &cluster, &history_path, progress).await,
+        Err(error) => Err(error),
+    };
+    tracing::info!(target = cluster.name(), "run: shutting the cluster down");
+    let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, cluster.shutdown()).await;
     let (events, n_faults_planned, n_faults_applied, final_reads) = result?;
     Ok(RunOutcome {
         run_dir,
@@ -243,18 +297,38 @@ pub async fn run(
         n_faults_applied,
         final_reads,
         wall_time: wall_start.elapsed(),
+        target: cluster.name(),
     })
+}
+
+/// Refuses a target that does not match the configuration or cannot make its faults.
+fn check_target(config: &RunConfig, cluster: &dyn FaultTarget) -> Result<(), WorkloadError> {
+    if cluster.node_count() != config.nodes as u64 {
+        return Err(WorkloadError::InvalidConfig(format!(
+            "the {} cluster has {} nodes, the run expects {}",
+            cluster.name(),
+            cluster.node_count(),
+            config.nodes
+        )));
+    }
+    if config.nemesis.contains(&NemesisKind::MajoritiesRing) && !cluster.supports_links() {
+        return Err(WorkloadError::InvalidConfig(format!(
+            "the {} cluster cannot block single links, so it cannot make a majorities ring",
+            cluster.name()
+        )));
+    }
+    Ok(())
 }
 
 type Driven = (Vec<crate::history::Event>, usize, usize, Vec<FinalRead>);
 
 async fn drive(
     config: &RunConfig,
-    cluster: &Arc<RaftTestCluster>,
+    cluster: &Arc<dyn FaultTarget>,
     history_path: &Path,
     progress: Arc<RunProgress>,
 ) -> Result<Driven, WorkloadError> {
-    wait_for_leader(cluster).await?;
+    wait_for_leader(cluster.as_ref()).await?;
     let keys = register_keys(config.keys);
     let recorder = Arc::new(Recorder::create(
         history_path,
@@ -315,7 +389,9 @@ async fn drive(
         .await
         .map_err(|error| WorkloadError::TaskFailed(error.to_string()))?;
     // Whatever the nemesis did, the final reads run on a healed network.
-    let _ = tokio::time::timeout(Duration::from_secs(15), cluster.heal()).await;
+    if let Ok(Err(error)) = tokio::time::timeout(Duration::from_secs(15), cluster.heal()).await {
+        tracing::warn!(%error, "run: the final heal failed");
+    }
     let n_faults_applied = nemesis_result?;
 
     tracing::info!("run: healed; final reads");
@@ -345,7 +421,7 @@ fn header(config: &RunConfig, keys: &[String]) -> HistoryHeader {
     }
 }
 
-async fn wait_for_leader(cluster: &RaftTestCluster) -> Result<(), WorkloadError> {
+async fn wait_for_leader(cluster: &dyn FaultTarget) -> Result<(), WorkloadError> {
     let deadline = Instant::now() + STARTUP_TIMEOUT;
     while Instant::now() < deadline {
         if cluster.current_leader().await.is_some() {

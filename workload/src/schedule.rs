@@ -96,11 +96,15 @@ impl FromStr for NemesisKind {
 }
 
 /// A node to fault: the leader at the time of the fault if one is known and preferred,
-/// else the seeded fallback.
+/// else the seeded fallback (or, when the leader is to be avoided and the fallback leads, the
+/// next node after it that does not).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeTarget {
     /// Whether to fault the current leader.
     pub prefer_leader: bool,
+    /// Whether to fault a follower only (the chaos suite's follower pause); the seeded schedule
+    /// never sets it.
+    pub avoid_leader: bool,
     /// The node to fault when the leader is not preferred or not known.
     pub fallback: u64,
 }
@@ -231,6 +235,7 @@ fn plan_action(rng: &mut ChaCha8Rng, kind: NemesisKind, node_count: u64) -> Faul
     nodes.shuffle(rng);
     let target = |rng: &mut ChaCha8Rng| NodeTarget {
         prefer_leader: rng.gen_bool(0.5),
+        avoid_leader: false,
         fallback: rng.gen_range(0..node_count),
     };
     match kind {

@@ -20,6 +20,7 @@ pub fn results_json(
     json!({
         "seed": config.seed,
         "verdict": verdict,
+        "target": outcome.target,
         "config": {
             "workload": config.workload,
             "nemesis": config.nemesis.iter().map(|kind| kind.as_str()).collect::<Vec<_>>(),
@@ -56,10 +57,11 @@ pub fn human_summary(
     let nemesis: Vec<&str> = config.nemesis.iter().map(|kind| kind.as_str()).collect();
     let _ = writeln!(
         text,
-        "helios run: {} with seed {}: {} nodes, {} clients, {:.1} s, nemesis {}{}",
+        "helios run: {} with seed {}: {} nodes ({}), {} clients, {:.1} s, nemesis {}{}",
         config.workload,
         config.seed,
         config.nodes,
+        outcome.target,
         config.concurrency,
         config.time.as_secs_f64(),
         if nemesis.is_empty() {

@@ -7,8 +7,9 @@ use super::types::NodeId;
 /// Why a metadata request did not succeed.
 ///
 /// For a write, [`MetadataError::outcome_is_unknown`] tells a definite failure (Jepsen `fail`)
-/// from an indeterminate one (Jepsen `info`).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+/// from an indeterminate one (Jepsen `info`). It crosses the wire unchanged to clients of a node
+/// process (`crate::process`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum MetadataError {
     /// This node is not the leader; `leader` is the leader it knows of, if any. Nothing was
     /// proposed.

@@ -14,7 +14,7 @@ use super::error::MetadataError;
 use super::lease::LeaseObservation;
 use super::store::DurableStorage;
 use super::types::{LogEntryView, MetadataCommand, MetadataResponse, NodeId, TypeConfig};
-use crate::net::{PauseGate, TransportNetworkFactory, TransportSlot};
+use crate::net::{PauseGate, Transport, TransportNetworkFactory, TransportSlot};
 
 /// Timing and behaviour of one metadata node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,13 +118,29 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl MetadataNode {
     /// Starts a node over fresh storage, not yet connected to any network.
     pub async fn new(id: NodeId, settings: NodeSettings) -> Result<Self, MetadataError> {
+        Self::with_storage(id, settings, DurableStorage::new_in_memory(), None).await
+    }
+
+    /// Starts a node over `storage` (for example [`DurableStorage::open_dir`]), bound to
+    /// `transport` if given before its Raft starts, so that requests reach it from the first
+    /// moment.
+    pub async fn with_storage(
+        id: NodeId,
+        settings: NodeSettings,
+        storage: DurableStorage,
+        transport: Option<Arc<dyn Transport>>,
+    ) -> Result<Self, MetadataError> {
+        let slot = TransportSlot::default();
+        if let Some(transport) = transport {
+            slot.bind(transport);
+        }
         let node = Self {
             shared: Arc::new(NodeShared {
                 id,
                 config: settings.raft_config()?,
                 settings,
-                storage: DurableStorage::new_in_memory(),
-                slot: TransportSlot::default(),
+                storage,
+                slot,
                 pause: PauseGate::default(),
                 running: Mutex::new(None),
                 lifecycle: tokio::sync::Mutex::new(()),

@@ -2,19 +2,24 @@
 //!
 //! The storage outlives the openraft instance that uses it: killing a node shuts its Raft down,
 //! and restarting it hands the same [`DurableStorage`] to a fresh Raft, exactly as a process
-//! restart would reopen its data directory. Today the bytes live in memory; an on-disk backend
-//! can replace [`StorageState`]'s maps behind the same methods (every mutation already goes
-//! through one place: [`StorageState::append`], `truncate`, `purge`, `save_vote`, `apply`,
-//! `install_snapshot`).
+//! restart would reopen its data directory.
+//!
+//! The state always lives in memory. A node with a data directory ([`DurableStorage::open_dir`])
+//! also has a [`DiskStore`], and every mutation (`save_vote`, `save_committed`, `append`,
+//! `truncate`, `purge`, `apply`, snapshots) is written through to it, under the same lock and
+//! before the openraft call returns, so what openraft was told is durable is on disk, in the
+//! order it happened. A process killed with SIGKILL reopens the directory and finds its vote,
+//! log and state machine. The simulation uses the same code without a file.
 
 // The error types are fixed by openraft's storage and network traits; boxing them is not ours
 // to choose.
 #![allow(clippy::result_large_err)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::io::{self, Cursor};
 use std::ops::RangeBounds;
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
@@ -24,6 +29,7 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::disk_store::{DiskStore, DiskStoreError, LoadedState};
 use super::types::{MetadataCommand, MetadataResponse, NodeId, TypeConfig};
 use crate::sharding::ShardMap;
 
@@ -114,12 +120,79 @@ pub struct StorageState {
 #[derive(Clone, Debug, Default)]
 pub struct DurableStorage {
     shared: Arc<Mutex<StorageState>>,
+    /// The file every mutation is written through to; `None` in the simulation.
+    /// Invariant: when `Some`, it holds exactly what `shared` holds, except a `committed` that
+    /// may lag (it is not forced to disk).
+    disk: Option<Arc<DiskStore>>,
 }
 
 impl DurableStorage {
     /// Creates empty storage.
     pub fn new_in_memory() -> Self {
         Self::default()
+    }
+
+    /// Opens the storage kept in `data_dir` (created if missing): what a previous run of the
+    /// node persisted is loaded, and every later mutation is written through to it.
+    pub fn open_dir(data_dir: &Path) -> Result<Self, DiskStoreError> {
+        let (disk, loaded) = DiskStore::open(data_dir)?;
+        let LoadedState {
+            vote,
+            committed,
+            last_purged,
+            log,
+            state_machine,
+            snapshot,
+            n_snapshots_built,
+        } = loaded;
+        let state = StorageState {
+            generation: 0,
+            vote,
+            committed,
+            log,
+            last_purged,
+            state_machine,
+            snapshot: snapshot.map(|(meta, data)| StoredSnapshot { meta, data }),
+            n_snapshots_built,
+        };
+        let storage = Self {
+            shared: Arc::new(Mutex::new(state)),
+            disk: Some(Arc::new(disk)),
+        };
+        storage
+            .validate()
+            .map_err(|reason| DiskStoreError::Corrupt {
+                path: data_dir.to_path_buf(),
+                what: "log".to_string(),
+                reason,
+            })?;
+        Ok(storage)
+    }
+
+    /// Whether the storage is backed by a data directory.
+    pub fn is_on_disk(&self) -> bool {
+        self.disk.is_some()
+    }
+
+    /// Whether nothing was ever stored: no vote, no log, nothing purged, nothing applied. A
+    /// node over pristine storage has never been part of a cluster.
+    pub fn is_pristine(&self) -> bool {
+        let state = self.lock();
+        state.vote.is_none()
+            && state.log.is_empty()
+            && state.last_purged.is_none()
+            && state.state_machine.last_applied.is_none()
+    }
+
+    /// The index of the last log entry stored, if any.
+    pub fn last_log_index(&self) -> Option<u64> {
+        let state = self.lock();
+        state
+            .log
+            .keys()
+            .next_back()
+            .copied()
+            .or(state.last_purged.map(|id| id.index))
     }
 
     fn lock(&self) -> MutexGuard<'_, StorageState> {
@@ -211,6 +284,22 @@ impl StoreHandle {
         }
         Ok(state)
     }
+
+    /// Writes through to the node's file, if it has one; `to_error` says what was being
+    /// written, for openraft (which stops the node on any storage error).
+    fn persist(
+        &self,
+        write: impl FnOnce(&DiskStore) -> Result<(), DiskStoreError>,
+        to_error: fn(openraft::AnyError) -> StorageIOError<NodeId>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let Some(disk) = self.shared.disk.as_deref() else {
+            return Ok(());
+        };
+        write(disk).map_err(|error| {
+            tracing::error!(%error, "metadata storage write failed");
+            to_error(openraft::AnyError::new(&error)).into()
+        })
+    }
 }
 
 /// The Raft log half of a node's storage (openraft `RaftLogStorage`).
@@ -257,7 +346,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
-        self.0.lock()?.vote = Some(*vote);
+        let mut state = self.0.lock()?;
+        self.0
+            .persist(|disk| disk.save_vote(vote), StorageIOError::write_vote)?;
+        state.vote = Some(*vote);
         Ok(())
     }
 
@@ -269,7 +361,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
-        self.0.lock()?.committed = committed;
+        let mut state = self.0.lock()?;
+        self.0
+            .persist(|disk| disk.save_committed(committed), StorageIOError::write)?;
+        state.committed = committed;
         Ok(())
     }
 
@@ -288,17 +383,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         {
             let mut state = self.0.lock()?;
+            let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
+            self.0
+                .persist(|disk| disk.append(&entries), StorageIOError::write_logs)?;
             for entry in entries {
                 state.log.insert(entry.log_id.index, entry);
             }
         }
-        // In memory, the append is durable as soon as the map holds it.
+        // The append is durable: on disk when there is a file (fsynced), else in the map.
         callback.log_io_completed(Ok(()));
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         let mut state = self.0.lock()?;
+        self.0.persist(
+            |disk| disk.truncate(log_id.index),
+            StorageIOError::write_logs,
+        )?;
         let removed: Vec<u64> = state.log.range(log_id.index..).map(|(i, _)| *i).collect();
         for index in removed {
             state.log.remove(&index);
@@ -313,6 +415,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             "purge must move forward: purged {:?}, asked {log_id}",
             state.last_purged
         );
+        self.0
+            .persist(|disk| disk.purge(log_id), StorageIOError::write_logs)?;
         state.last_purged = Some(log_id);
         let removed: Vec<u64> = state.log.range(..=log_id.index).map(|(i, _)| *i).collect();
         for index in removed {
@@ -338,6 +442,11 @@ impl StateMachineStore {
             last_membership: state.state_machine.last_membership.clone(),
             snapshot_id,
         };
+        let n_built = state.n_snapshots_built;
+        self.0.persist(
+            |disk| disk.save_snapshot(&meta, &data, n_built),
+            StorageIOError::write,
+        )?;
         state.snapshot = Some(StoredSnapshot {
             meta: meta.clone(),
             data: data.clone(),
@@ -381,6 +490,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let mut state = self.0.lock()?;
         let mut responses = Vec::new();
+        let mut touched_keys = BTreeSet::new();
+        let mut shard_map_changed = false;
         for entry in entries {
             assert!(
                 state.state_machine.last_applied < Some(entry.log_id),
@@ -391,7 +502,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             state.state_machine.last_applied = Some(entry.log_id);
             let response = match entry.payload {
                 EntryPayload::Blank => MetadataResponse::default(),
-                EntryPayload::Normal(command) => state.state_machine.apply_command(&command),
+                EntryPayload::Normal(command) => {
+                    match &command {
+                        MetadataCommand::Set { key, .. }
+                        | MetadataCommand::CompareAndSet { key, .. } => {
+                            touched_keys.insert(key.clone());
+                        }
+                        MetadataCommand::ShardMap(_) => shard_map_changed = true,
+                    }
+                    state.state_machine.apply_command(&command)
+                }
                 EntryPayload::Membership(membership) => {
                     state.state_machine.last_membership =
                         StoredMembership::new(Some(entry.log_id), membership);
@@ -400,6 +520,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             };
             responses.push(response);
         }
+        // The batch is applied in memory first, then persisted as one transaction; if the write
+        // fails, openraft stops this node and nothing it applied is acknowledged.
+        let machine = &state.state_machine;
+        self.0.persist(
+            |disk| disk.save_applied(machine, &touched_keys, shard_map_changed),
+            StorageIOError::write_state_machine,
+        )?;
         Ok(responses)
     }
 
@@ -422,6 +549,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let machine: StateMachineData = serde_json::from_slice(&data)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         let mut state = self.0.lock()?;
+        self.0.persist(
+            |disk| disk.install_snapshot(meta, &data, &machine),
+            StorageIOError::write_state_machine,
+        )?;
         state.state_machine = machine;
         state.snapshot = Some(StoredSnapshot {
             meta: meta.clone(),

@@ -1,5 +1,5 @@
 //! How metadata nodes talk: the [`Transport`] trait, its Raft messages, and the openraft network
-//! adapter that runs over any transport (the simulated network today, TCP later).
+//! adapter that runs over any transport (the simulated network, or TCP between processes).
 
 // The error types are fixed by openraft's storage and network traits; boxing them is not ours
 // to choose.
@@ -8,6 +8,7 @@
 pub mod bus;
 mod sim;
 pub mod tcp;
+pub mod tcp_transport;
 
 use std::future::Future;
 use std::pin::Pin;

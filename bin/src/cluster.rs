@@ -1,0 +1,340 @@
+//! `helios cluster up|status|down`: a local metadata group of `helios node` processes, recorded
+//! in `DIR/cluster.json`, or (`--target docker`) five containers of `docker/docker-compose.yml`,
+//! recorded in `DIR/docker.json`. Glue over `helios_cluster::process`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use helios_cluster::process::{
+    stop_all, AdminClient, ClusterManifest, DockerCluster, LocalCluster, LocalClusterSpec,
+    NodeStatus, Ports, ProcessState, StopOutcome, DOCKER_NODES,
+};
+
+use crate::docker::{container_state, prepare_image, DockerManifest, IMAGE};
+
+/// Where `helios cluster up` starts the nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Target {
+    /// `helios node` processes on 127.0.0.1.
+    Local,
+    /// Containers of docker/docker-compose.yml (5 nodes), published on 127.0.0.1.
+    Docker,
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    #[command(subcommand)]
+    command: ClusterCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Start metadata node processes on 127.0.0.1 and wait until they elect a leader.
+    Up(UpArgs),
+    /// Print each node's health; exit 1 if a node is down or no node leads.
+    Status(DirArgs),
+    /// Stop every node: SIGTERM, then SIGKILL after the grace period.
+    Down(DownArgs),
+}
+
+#[derive(Debug, Args)]
+struct UpArgs {
+    /// How many metadata nodes (ids 1..=N).
+    #[arg(long, default_value_t = 5)]
+    nodes: usize,
+    /// Node i listens on BASE_PORT + i - 1; without it, free ports are picked.
+    #[arg(long)]
+    base_port: Option<u16>,
+    /// The cluster directory: cluster.json, node-<id>/ data, node-<id>.log (or, for docker,
+    /// docker.json and the compose file).
+    #[arg(long)]
+    dir: PathBuf,
+    /// Processes on this machine, or Docker containers (the image is built FROM scratch
+    /// around a static helios; see docker/build-image.sh).
+    #[arg(long, value_enum, default_value = "local")]
+    target: Target,
+    /// How long to wait for a leader, in seconds.
+    #[arg(long, default_value_t = 30)]
+    wait_secs: u64,
+    /// RUST_LOG for the nodes (default: the nodes' own, info).
+    #[arg(long)]
+    rust_log: Option<String>,
+    /// Further arguments for every `helios node`, after `--` (e.g. -- --heartbeat-ms 50).
+    #[arg(last = true)]
+    node_args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct DirArgs {
+    /// The cluster directory given to `helios cluster up`.
+    #[arg(long)]
+    dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct DownArgs {
+    /// The cluster directory given to `helios cluster up`.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Seconds to wait after SIGTERM before SIGKILL.
+    #[arg(long, default_value_t = 10)]
+    grace_secs: u64,
+}
+
+pub fn run(args: ClusterArgs) -> anyhow::Result<i32> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    match args.command {
+        ClusterCommand::Up(args) => runtime.block_on(up(args)),
+        ClusterCommand::Status(args) => runtime.block_on(status(args)),
+        ClusterCommand::Down(args) => down(args),
+    }
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<i32> {
+    if args.nodes == 0 {
+        bail!("--nodes must be at least 1");
+    }
+    if args.target == Target::Docker {
+        return up_docker(args).await;
+    }
+    if let Ok(manifest) = ClusterManifest::load(&args.dir) {
+        let live: Vec<_> = manifest
+            .nodes
+            .iter()
+            .filter(|node| node.process_state() != ProcessState::Gone)
+            .map(|node| node.id)
+            .collect();
+        if !live.is_empty() {
+            bail!(
+                "{}: nodes {live:?} of a cluster still run; `helios cluster down --dir {}` first",
+                args.dir.display(),
+                args.dir.display()
+            );
+        }
+    }
+    let binary = std::env::current_exe().context("cannot find the helios binary")?;
+    let cluster = LocalCluster::start(LocalClusterSpec {
+        binary,
+        dir: args.dir.clone(),
+        n_nodes: args.nodes,
+        ports: args.base_port.map_or(Ports::Free, Ports::Base),
+        node_args: args.node_args.clone(),
+        rust_log: args.rust_log.clone(),
+        exit_with_parent: false,
+    })?;
+    for node in &cluster.manifest().nodes {
+        println!(
+            "node {} pid {} on {}  data {}  log {}",
+            node.id,
+            node.pid,
+            node.addr,
+            node.data_dir.display(),
+            node.log_file.display()
+        );
+    }
+    let bound = Duration::from_secs(args.wait_secs);
+    match cluster.wait_for_leader(&[], bound).await {
+        Ok(leader) => {
+            let status = cluster.status(leader).await?;
+            println!(
+                "leader: node {leader} at {} (term {})",
+                cluster.manifest().nodes[(leader - 1) as usize].addr,
+                status.term
+            );
+            println!(
+                "cluster: {}",
+                ClusterManifest::path_in(cluster.dir()).display()
+            );
+            // The nodes outlive this command; cluster.json is how `status` and `down` find them.
+            cluster.detach();
+            Ok(0)
+        }
+        Err(error) => {
+            // Dropping the cluster kills the nodes; their logs stay for diagnosis.
+            eprintln!("helios cluster up: {error}");
+            eprintln!("node logs: {}/node-*.log", cluster.dir().display());
+            Ok(1)
+        }
+    }
+}
+
+/// `up --target docker`: build the image, start the containers, wait for a leader, record
+/// `DIR/docker.json`.
+async fn up_docker(args: UpArgs) -> anyhow::Result<i32> {
+    if args.nodes != DOCKER_NODES {
+        bail!("--target docker starts the {DOCKER_NODES} nodes of docker/docker-compose.yml");
+    }
+    if !args.node_args.is_empty() {
+        bail!("--target docker takes the node arguments of docker/docker-compose.yml");
+    }
+    prepare_image(&args.dir)?;
+    let base = args.base_port.unwrap_or(7101);
+    let manifest = DockerManifest {
+        project: "helios".to_owned(),
+        image: IMAGE.to_owned(),
+        ports: (0..DOCKER_NODES as u16).map(|i| base + i).collect(),
+    };
+    let cluster = DockerCluster::up(manifest.spec(&args.dir))?;
+    manifest.save(&args.dir)?;
+    for (id, addr) in cluster.addresses() {
+        println!("node {id} container {} on {addr}", cluster.container(id));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(args.wait_secs);
+    while std::time::Instant::now() < deadline {
+        for (id, addr) in cluster.addresses() {
+            if let Ok(status) = AdminClient::new(addr.clone()).status().await {
+                if status.is_leader {
+                    println!("leader: node {id} at {addr} (term {})", status.term);
+                    println!("cluster: {}", DockerManifest::path_in(&args.dir).display());
+                    cluster.detach();
+                    return Ok(0);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("helios cluster up: no leader within {} s", args.wait_secs);
+    eprintln!("node logs: docker logs {}", cluster.container(1));
+    // Dropping the cluster removes the containers.
+    Ok(1)
+}
+
+/// One line of `helios cluster status`.
+fn status_line(
+    id: u64,
+    addr: &str,
+    pid: u32,
+    process: ProcessState,
+    status: &Result<NodeStatus, String>,
+) -> String {
+    let process = match process {
+        ProcessState::Running => "alive",
+        ProcessState::Stopped => "paused",
+        ProcessState::Gone => "down",
+    };
+    match status {
+        Ok(s) => format!(
+            "node {id}  {addr:<21} pid {pid:<7} {process:<6} {:<8} term {:<4} leader {:<4} applied {:<6} blocked {:?}",
+            if s.is_leader { "LEADER" } else { "follower" },
+            s.term,
+            s.leader.map_or("-".to_string(), |l| l.to_string()),
+            s.last_applied_index.map_or("-".to_string(), |i| i.to_string()),
+            s.blocked_peers,
+        ),
+        Err(error) => format!("node {id}  {addr:<21} pid {pid:<7} {process:<6} no answer: {error}"),
+    }
+}
+
+/// `status` of a docker cluster: Docker's state of each container and each node's own status.
+async fn status_docker(dir: &std::path::Path, manifest: &DockerManifest) -> anyhow::Result<i32> {
+    let cluster = DockerCluster::attach(manifest.spec(dir));
+    let mut leaders = Vec::new();
+    let mut healthy = true;
+    for (id, addr) in cluster.addresses() {
+        let state = container_state(&cluster, id);
+        let status = AdminClient::new(addr.clone()).status().await;
+        match &status {
+            Ok(s) if s.is_leader => leaders.push(id),
+            Ok(_) => {}
+            Err(_) => healthy = false,
+        }
+        let status = status.map_err(|e| e.to_string());
+        let process = match state.as_str() {
+            "running" => ProcessState::Running,
+            "paused" => ProcessState::Stopped,
+            _ => ProcessState::Gone,
+        };
+        println!("{} ({state})", status_line(id, &addr, 0, process, &status));
+    }
+    println!(
+        "{}",
+        match leaders.as_slice() {
+            [] => "no leader".to_owned(),
+            [l] => format!("leader: node {l}"),
+            many => format!("several nodes hold a lease: {many:?}"),
+        }
+    );
+    Ok(if healthy && !leaders.is_empty() { 0 } else { 1 })
+}
+
+async fn status(args: DirArgs) -> anyhow::Result<i32> {
+    if let Some(manifest) = DockerManifest::load(&args.dir)? {
+        return status_docker(&args.dir, &manifest).await;
+    }
+    let manifest = ClusterManifest::load(&args.dir)?;
+    let mut queries = tokio::task::JoinSet::new();
+    for node in manifest.nodes.clone() {
+        queries.spawn(async move {
+            let status = AdminClient::new(node.addr.clone())
+                .status()
+                .await
+                .map_err(|e| e.to_string());
+            (node.id, status)
+        });
+    }
+    let mut statuses = std::collections::BTreeMap::new();
+    while let Some(joined) = queries.join_next().await {
+        let (id, status) = joined.context("status query panicked")?;
+        statuses.insert(id, status);
+    }
+    let mut healthy = true;
+    let mut leaders = Vec::new();
+    for node in &manifest.nodes {
+        let process = node.process_state();
+        let status = &statuses[&node.id];
+        println!(
+            "{}",
+            status_line(node.id, &node.addr, node.pid, process, status)
+        );
+        match status {
+            Ok(s) if process == ProcessState::Running => {
+                if s.is_leader {
+                    leaders.push(node.id);
+                }
+            }
+            _ => healthy = false,
+        }
+    }
+    match leaders.as_slice() {
+        [] => {
+            println!("no leader");
+            healthy = false;
+        }
+        [leader] => println!("leader: node {leader}"),
+        several => println!("several nodes hold a lease: {several:?}"),
+    }
+    Ok(if healthy && !leaders.is_empty() { 0 } else { 1 })
+}
+
+fn down(args: DownArgs) -> anyhow::Result<i32> {
+    if let Some(manifest) = DockerManifest::load(&args.dir)? {
+        let mut cluster = DockerCluster::attach(manifest.spec(&args.dir));
+        cluster.down()?;
+        std::fs::remove_file(DockerManifest::path_in(&args.dir))?;
+        println!(
+            "containers and network of project {} removed",
+            manifest.project
+        );
+        return Ok(0);
+    }
+    let manifest = ClusterManifest::load(&args.dir)?;
+    let mut failed = false;
+    for (id, outcome) in stop_all(&manifest, Duration::from_secs(args.grace_secs)) {
+        let text = match &outcome {
+            StopOutcome::AlreadyGone => "already down".to_string(),
+            StopOutcome::Terminated => "stopped (SIGTERM)".to_string(),
+            StopOutcome::Killed => "killed (SIGKILL after the grace period)".to_string(),
+            StopOutcome::Failed(reason) => {
+                failed = true;
+                format!("FAILED: {reason}")
+            }
+        };
+        println!("node {id}: {text}");
+    }
+    Ok(if failed { 1 } else { 0 })
+}

@@ -1,0 +1,297 @@
+//! `helios node`: one metadata node as its own process (the library's `NodeServer`), until
+//! SIGTERM or SIGINT.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use helios_cluster::process::{InitPolicy, NodeConfig, NodeServer};
+use helios_cluster::{NodeId, NodeSettings};
+use tokio::signal::unix::{signal, SignalKind};
+
+/// The kinds of node a process can be; only metadata nodes run as processes so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// A member of the metadata Raft group.
+    Metadata,
+}
+
+/// When this node forms the group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Init {
+    /// The node with the lowest id among --peers forms the group, if its data directory is new.
+    LowestId,
+    /// This node forms the group if its data directory is new.
+    Always,
+    /// Never: wait to hear from a leader.
+    Never,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// What the node is.
+    #[arg(long, value_enum)]
+    role: Role,
+    /// The node's id; it must appear in --peers.
+    #[arg(long)]
+    id: NodeId,
+    /// Where to listen for peers, clients and the admin endpoint: HOST:PORT, or a PORT alone
+    /// for loopback. Default: 127.0.0.1 and the port of this node's entry in --peers.
+    #[arg(long, value_parser = parse_listen)]
+    listen: Option<SocketAddr>,
+    /// Every member of the group, this node included: ID=HOST:PORT,ID=HOST:PORT,...
+    #[arg(long, value_parser = parse_peers)]
+    peers: Peers,
+    /// Where the vote, the Raft log and the state machine are kept (created if missing).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// When this node forms the group.
+    #[arg(long, value_enum, default_value = "lowest-id")]
+    init: Init,
+    /// How often the leader sends heartbeats, in milliseconds.
+    #[arg(long, default_value_t = 30)]
+    heartbeat_ms: u64,
+    /// The election timeout range MIN..MAX, in milliseconds (a random draw in it per term).
+    #[arg(long, default_value = "100..200", value_parser = parse_range)]
+    election_timeout_ms: (u64, u64),
+    /// The bound on one client request inside the node, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    request_timeout_ms: u64,
+    /// Exit when the parent process exits (a test aid: nodes started by a test runner that is
+    /// killed do not outlive it).
+    #[arg(long)]
+    exit_with_parent: bool,
+}
+
+/// The peers of `--peers`, by id.
+#[derive(Clone, Debug)]
+pub struct Peers(BTreeMap<NodeId, String>);
+
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    text.parse()
+        .map_err(|_| format!("expected HOST:PORT (an IP address) or a port, found {text:?}"))
+}
+
+fn parse_peers(text: &str) -> Result<Peers, String> {
+    let mut peers = BTreeMap::new();
+    for item in text.split(',').filter(|item| !item.trim().is_empty()) {
+        let (id, addr) = item
+            .split_once('=')
+            .ok_or_else(|| format!("peer {item:?}: expected ID=HOST:PORT"))?;
+        let id: NodeId = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("peer {item:?}: id {id:?} is not a number"))?;
+        let addr = addr.trim();
+        let port_ok = addr
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !port_ok {
+            return Err(format!("peer {item:?}: address {addr:?} is not HOST:PORT"));
+        }
+        if peers.insert(id, addr.to_string()).is_some() {
+            return Err(format!("peer id {id} appears twice"));
+        }
+    }
+    if peers.is_empty() {
+        return Err("no peers given".to_string());
+    }
+    Ok(Peers(peers))
+}
+
+fn parse_range(text: &str) -> Result<(u64, u64), String> {
+    let (min, max) = text
+        .split_once("..")
+        .ok_or_else(|| format!("expected MIN..MAX, found {text:?}"))?;
+    let parse = |s: &str| {
+        s.trim()
+            .parse::<u64>()
+            .map_err(|_| format!("{s:?} is not a number of milliseconds"))
+    };
+    let (min, max) = (parse(min)?, parse(max)?);
+    if min >= max {
+        return Err(format!("the range {min}..{max} is empty"));
+    }
+    Ok((min, max))
+}
+
+fn config(args: &NodeArgs) -> anyhow::Result<NodeConfig> {
+    let Role::Metadata = args.role;
+    let peers = args.peers.0.clone();
+    if !peers.contains_key(&args.id) {
+        bail!(
+            "--id {} is not among --peers (ids {:?})",
+            args.id,
+            peers.keys().collect::<Vec<_>>()
+        );
+    }
+    let (election_min, election_max) = args.election_timeout_ms;
+    if args.heartbeat_ms == 0 || args.heartbeat_ms >= election_min {
+        bail!(
+            "--heartbeat-ms {} must be positive and below the election timeout's minimum {election_min}",
+            args.heartbeat_ms
+        );
+    }
+    let listen = match args.listen {
+        Some(listen) => listen,
+        None => {
+            let own = &peers[&args.id];
+            let port = own
+                .rsplit_once(':')
+                .and_then(|(_, port)| port.parse::<u16>().ok())
+                .with_context(|| format!("--peers entry {}={own} has no port", args.id))?;
+            SocketAddr::from(([127, 0, 0, 1], port))
+        }
+    };
+    let mut config = NodeConfig::new(args.id, listen, peers, args.data_dir.clone());
+    config.settings = NodeSettings {
+        heartbeat_interval: Duration::from_millis(args.heartbeat_ms),
+        election_timeout_min: Duration::from_millis(election_min),
+        election_timeout_max: Duration::from_millis(election_max),
+        request_timeout: Duration::from_millis(args.request_timeout_ms),
+        unsafe_stale_reads: false,
+    };
+    config.init = match args.init {
+        Init::LowestId => InitPolicy::LowestIdWhenPristine,
+        Init::Always => InitPolicy::WhenPristine,
+        Init::Never => InitPolicy::Never,
+    };
+    Ok(config)
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        // openraft logs every lost message at error level, which faults make routine.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Node logs usually go to a file (helios cluster up), where colour codes are noise.
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// Why the node stops.
+#[derive(Debug)]
+enum Stop {
+    Signal(&'static str),
+    ParentExited,
+    RaftFailed(String),
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stop::Signal(name) => write!(f, "{name} received"),
+            Stop::ParentExited => f.write_str("the parent process exited"),
+            Stop::RaftFailed(reason) => write!(f, "raft stopped: {reason}"),
+        }
+    }
+}
+
+/// How often the node checks its parent and its Raft.
+const WATCH_INTERVAL: Duration = Duration::from_millis(200);
+/// The bound on a clean shutdown.
+const SHUTDOWN_BOUND: Duration = Duration::from_secs(10);
+
+async fn wait_for_stop(server: &NodeServer, exit_with_parent: bool) -> anyhow::Result<Stop> {
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let parent = std::os::unix::process::parent_id();
+    let mut watch = tokio::time::interval(WATCH_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => return Ok(Stop::Signal("SIGTERM")),
+            _ = interrupt.recv() => return Ok(Stop::Signal("SIGINT")),
+            _ = watch.tick() => {
+                if exit_with_parent && std::os::unix::process::parent_id() != parent {
+                    return Ok(Stop::ParentExited);
+                }
+                let failed = server
+                    .node()
+                    .metrics()
+                    .and_then(|metrics| metrics.running_state.err());
+                if let Some(fatal) = failed {
+                    return Ok(Stop::RaftFailed(fatal.to_string()));
+                }
+            }
+        }
+    }
+}
+
+pub fn run(args: NodeArgs) -> anyhow::Result<i32> {
+    let config = config(&args)?;
+    init_tracing();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let code = runtime.block_on(async {
+        let server = NodeServer::start(config)
+            .await
+            .with_context(|| format!("node {} did not start", args.id))?;
+        let stop = wait_for_stop(&server, args.exit_with_parent).await?;
+        tracing::info!(node = args.id, reason = %stop, "stopping");
+        if tokio::time::timeout(SHUTDOWN_BOUND, server.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                node = args.id,
+                "shutdown took longer than {SHUTDOWN_BOUND:?}"
+            );
+        }
+        anyhow::Ok(match stop {
+            Stop::Signal(_) | Stop::ParentExited => 0,
+            Stop::RaftFailed(_) => {
+                eprintln!("helios node {}: {stop}", args.id);
+                1
+            }
+        })
+    })?;
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse_and_bad_ones_are_named() {
+        let peers = parse_peers("1=127.0.0.1:7001, 2=m2:7002").expect("valid");
+        assert_eq!(peers.0[&2], "m2:7002");
+        let error = parse_peers("1=127.0.0.1:7001,1=127.0.0.1:7002").expect_err("twice");
+        assert_eq!(error, "peer id 1 appears twice");
+        assert!(parse_peers("one=x:1")
+            .expect_err("id")
+            .contains("not a number"));
+        assert!(parse_peers("1=localhost")
+            .expect_err("port")
+            .contains("HOST:PORT"));
+        assert!(parse_peers("").is_err());
+    }
+
+    #[test]
+    fn a_bare_port_listens_on_loopback_and_ranges_must_be_non_empty() {
+        assert_eq!(
+            parse_listen("7001").unwrap(),
+            "127.0.0.1:7001".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("0.0.0.0:7001").unwrap(),
+            "0.0.0.0:7001".parse().unwrap()
+        );
+        assert!(parse_listen("localhost:7001").is_err());
+        assert_eq!(parse_range("150..300").unwrap(), (150, 300));
+        assert!(parse_range("300..150").is_err());
+        assert!(parse_range("300").is_err());
+    }
+}

@@ -1,0 +1,489 @@
+//! [`LocalCluster`]: a metadata group of `helios node` processes on loopback, and the real faults
+//! on them: kill (SIGKILL) and restart from the same data directory, pause and resume
+//! (SIGSTOP/SIGCONT), partitions through each node's peer filter, heal.
+//!
+//! The cluster owns its children: dropping it kills every node it started (unless it was
+//! [`LocalCluster::detach`]ed, as `helios cluster up` does), so a panicking test leaves no
+//! process behind.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::OpenOptions;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use super::client::{AdminClient, AdminError, ClientOptions, MetadataClient};
+use super::manifest::{
+    send_signal, stop_all, ClusterManifest, ManifestError, ManifestNode, StopOutcome,
+    MANIFEST_VERSION,
+};
+use super::protocol::NodeStatus;
+use crate::metadata::NodeId;
+
+/// How a node process is told its port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ports {
+    /// Node `i` (from 1) listens on `base + i - 1`.
+    Base(u16),
+    /// Ports the kernel reports free just before the nodes start.
+    Free,
+}
+
+/// What to start.
+#[derive(Clone, Debug)]
+pub struct LocalClusterSpec {
+    /// The `helios` binary.
+    pub binary: PathBuf,
+    /// The cluster directory: `cluster.json`, `node-<id>/` data directories, `node-<id>.log`.
+    pub dir: PathBuf,
+    /// The number of metadata nodes; their ids are `1..=n_nodes`.
+    pub n_nodes: usize,
+    /// Their ports on 127.0.0.1.
+    pub ports: Ports,
+    /// Extra arguments for every node (timings, for example).
+    pub node_args: Vec<String>,
+    /// `RUST_LOG` for the nodes; `None` inherits this process's.
+    pub rust_log: Option<String>,
+    /// Pass `--exit-with-parent`, so that nodes exit if this process dies without cleaning up
+    /// (a test runner killed by a timeout). Off for `helios cluster up`, whose nodes outlive it.
+    pub exit_with_parent: bool,
+}
+
+/// Why a local cluster operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalClusterError {
+    /// A file or process operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The manifest could not be written, or a signal not sent.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// The id names no node of the cluster.
+    #[error("no node {0} in this cluster")]
+    UnknownNode(NodeId),
+    /// An admin request failed.
+    #[error("node {id}: {source}")]
+    Admin {
+        /// The node.
+        id: NodeId,
+        /// The error.
+        #[source]
+        source: AdminError,
+    },
+    /// No leader emerged within the bound.
+    #[error("no leader among nodes {among:?} after {after:?}; last statuses: {statuses}")]
+    NoLeader {
+        /// The nodes asked.
+        among: Vec<NodeId>,
+        /// The bound.
+        after: Duration,
+        /// What they last said.
+        statuses: String,
+    },
+    /// A process did not exit within the bound after SIGKILL.
+    #[error("node {id} (pid {pid}) did not exit within {after:?} of SIGKILL")]
+    NotReaped {
+        /// The node.
+        id: NodeId,
+        /// Its pid.
+        pid: u32,
+        /// The bound.
+        after: Duration,
+    },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LocalClusterError {
+    let what = what.into();
+    move |source| LocalClusterError::Io { what, source }
+}
+
+/// `n` distinct ports on 127.0.0.1 that were free a moment ago (all bound at once, then released).
+pub fn pick_free_ports(n: usize) -> std::io::Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    listeners
+        .iter()
+        .map(|listener| listener.local_addr().map(|addr| addr.port()))
+        .collect()
+}
+
+/// How often the polling helpers look again.
+const POLL: Duration = Duration::from_millis(10);
+/// The bound on a killed process's exit.
+const REAP_BOUND: Duration = Duration::from_secs(5);
+
+/// A running metadata group of local processes.
+#[derive(Debug)]
+pub struct LocalCluster {
+    dir: PathBuf,
+    manifest: ClusterManifest,
+    rust_log: Option<String>,
+    /// The processes this cluster started and has not reaped, by node id.
+    children: BTreeMap<NodeId, Child>,
+    /// Nodes stopped with SIGSTOP and not resumed since.
+    paused: BTreeSet<NodeId>,
+    /// Whether dropping the cluster kills its children.
+    kill_on_drop: bool,
+}
+
+impl LocalCluster {
+    /// Creates the directory, starts every node, and writes `cluster.json`. Does not wait for a
+    /// leader: see [`LocalCluster::wait_for_leader`].
+    pub fn start(spec: LocalClusterSpec) -> Result<Self, LocalClusterError> {
+        assert!(spec.n_nodes >= 1, "a cluster needs at least one node");
+        std::fs::create_dir_all(&spec.dir).map_err(io(format!("create {}", spec.dir.display())))?;
+        let dir = std::fs::canonicalize(&spec.dir)
+            .map_err(io(format!("resolve {}", spec.dir.display())))?;
+        let ports = match spec.ports {
+            Ports::Base(base) => (0..spec.n_nodes)
+                .map(|i| {
+                    u16::try_from(usize::from(base) + i).map_err(|_| LocalClusterError::Io {
+                        what: format!("port {base} + {i}"),
+                        source: std::io::Error::other("port out of range"),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            Ports::Free => pick_free_ports(spec.n_nodes).map_err(io("pick free ports"))?,
+        };
+        let ids: Vec<NodeId> = (1..=spec.n_nodes as NodeId).collect();
+        let addrs: BTreeMap<NodeId, String> = ids
+            .iter()
+            .zip(&ports)
+            .map(|(id, port)| (*id, format!("127.0.0.1:{port}")))
+            .collect();
+        let peers = addrs
+            .iter()
+            .map(|(id, addr)| format!("{id}={addr}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let nodes = ids
+            .iter()
+            .map(|&id| {
+                let data_dir = dir.join(format!("node-{id}"));
+                let mut args: Vec<String> = [
+                    "node",
+                    "--role",
+                    "metadata",
+                    "--id",
+                    &id.to_string(),
+                    "--listen",
+                    &addrs[&id],
+                    "--peers",
+                    &peers,
+                    "--data-dir",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+                args.push(data_dir.display().to_string());
+                if spec.exit_with_parent {
+                    args.push("--exit-with-parent".to_string());
+                }
+                args.extend(spec.node_args.iter().cloned());
+                ManifestNode {
+                    id,
+                    addr: addrs[&id].clone(),
+                    pid: 0,
+                    data_dir,
+                    log_file: dir.join(format!("node-{id}.log")),
+                    args,
+                }
+            })
+            .collect();
+        let mut cluster = Self {
+            dir,
+            manifest: ClusterManifest {
+                version: MANIFEST_VERSION,
+                binary: spec.binary,
+                nodes,
+            },
+            rust_log: spec.rust_log,
+            children: BTreeMap::new(),
+            paused: BTreeSet::new(),
+            kill_on_drop: true,
+        };
+        for id in ids {
+            cluster.spawn(id)?;
+        }
+        cluster.manifest.save(&cluster.dir)?;
+        Ok(cluster)
+    }
+
+    fn entry(&self, id: NodeId) -> Result<&ManifestNode, LocalClusterError> {
+        self.manifest
+            .node(id)
+            .ok_or(LocalClusterError::UnknownNode(id))
+    }
+
+    /// Starts node `id`'s process with its recorded arguments, logging to its log file.
+    fn spawn(&mut self, id: NodeId) -> Result<(), LocalClusterError> {
+        let node = self.entry(id)?.clone();
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log_file)
+            .map_err(io(format!("open {}", node.log_file.display())))?;
+        let log_err = log
+            .try_clone()
+            .map_err(io(format!("open {}", node.log_file.display())))?;
+        let mut command = Command::new(&self.manifest.binary);
+        command
+            .args(&node.args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            // Its own process group: a Ctrl-C meant for the launching terminal does not reach it.
+            .process_group(0);
+        if let Some(filter) = &self.rust_log {
+            command.env("RUST_LOG", filter);
+        }
+        let child = command.spawn().map_err(io(format!(
+            "start node {id} ({})",
+            self.manifest.binary.display()
+        )))?;
+        let pid = child.id();
+        tracing::info!(node = id, pid, addr = %node.addr, "node process started");
+        if let Some(entry) = self.manifest.nodes.iter_mut().find(|n| n.id == id) {
+            entry.pid = pid;
+        }
+        self.children.insert(id, child);
+        self.paused.remove(&id);
+        Ok(())
+    }
+
+    /// The cluster directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// What `cluster.json` holds.
+    pub fn manifest(&self) -> &ClusterManifest {
+        &self.manifest
+    }
+
+    /// The node ids, in order.
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.manifest.nodes.iter().map(|n| n.id).collect()
+    }
+
+    /// Every node's address.
+    pub fn addresses(&self) -> BTreeMap<NodeId, String> {
+        self.manifest.addresses()
+    }
+
+    /// A client of the whole group.
+    pub fn client(&self, options: ClientOptions) -> MetadataClient {
+        MetadataClient::new(self.addresses(), options)
+    }
+
+    /// The admin client of node `id`.
+    pub fn admin(&self, id: NodeId) -> Result<AdminClient, LocalClusterError> {
+        Ok(AdminClient::new(self.entry(id)?.addr.clone()))
+    }
+
+    /// Whether node `id`'s process runs (it was not killed, or was restarted since).
+    pub fn is_running(&mut self, id: NodeId) -> bool {
+        match self.children.get_mut(&id) {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Node `id`'s status.
+    pub async fn status(&self, id: NodeId) -> Result<NodeStatus, LocalClusterError> {
+        self.admin(id)?
+            .status()
+            .await
+            .map_err(|source| LocalClusterError::Admin { id, source })
+    }
+
+    /// Waits until one of `among` (every node if empty) holds the leader lease, and returns it.
+    /// Polls every 10 ms; bounded by `bound`.
+    pub async fn wait_for_leader(
+        &self,
+        among: &[NodeId],
+        bound: Duration,
+    ) -> Result<NodeId, LocalClusterError> {
+        let among = if among.is_empty() {
+            self.ids()
+        } else {
+            among.to_vec()
+        };
+        let deadline = Instant::now() + bound;
+        let statuses = loop {
+            let mut seen = Vec::new();
+            for &id in &among {
+                match self.status(id).await {
+                    Ok(status) if status.is_leader => return Ok(id),
+                    Ok(status) => seen.push(format!(
+                        "{id}: term {} leader {:?}",
+                        status.term, status.leader
+                    )),
+                    Err(error) => seen.push(format!("{id}: {error}")),
+                }
+            }
+            if Instant::now() >= deadline {
+                break seen.join("; ");
+            }
+            tokio::time::sleep(POLL).await;
+        };
+        Err(LocalClusterError::NoLeader {
+            among,
+            after: bound,
+            statuses,
+        })
+    }
+
+    /// SIGKILL: node `id`'s process dies at once, with no chance to flush or say goodbye. Waits
+    /// (bounded) until it is reaped.
+    pub fn kill(&mut self, id: NodeId) -> Result<(), LocalClusterError> {
+        let pid = self.entry(id)?.pid;
+        let Some(mut child) = self.children.remove(&id) else {
+            return Ok(());
+        };
+        tracing::warn!(node = id, pid, "SIGKILL");
+        if matches!(child.try_wait(), Ok(None)) {
+            send_signal(id, pid, Signal::SIGKILL)?;
+        }
+        self.paused.remove(&id);
+        reap(id, &mut child, REAP_BOUND)
+    }
+
+    /// Starts node `id` again from its data directory, with the same arguments and address.
+    /// Kills it first if it still runs.
+    pub fn restart(&mut self, id: NodeId) -> Result<(), LocalClusterError> {
+        self.kill(id)?;
+        self.spawn(id)?;
+        self.manifest.save(&self.dir)?;
+        Ok(())
+    }
+
+    /// SIGSTOP: node `id` freezes; the kernel still accepts connections to its port.
+    pub fn pause(&mut self, id: NodeId) -> Result<(), LocalClusterError> {
+        let pid = self.entry(id)?.pid;
+        tracing::warn!(node = id, pid, "SIGSTOP");
+        send_signal(id, pid, Signal::SIGSTOP)?;
+        self.paused.insert(id);
+        Ok(())
+    }
+
+    /// SIGCONT: node `id` continues where it stopped.
+    pub fn resume(&mut self, id: NodeId) -> Result<(), LocalClusterError> {
+        let pid = self.entry(id)?.pid;
+        tracing::warn!(node = id, pid, "SIGCONT");
+        send_signal(id, pid, Signal::SIGCONT)?;
+        self.paused.remove(&id);
+        Ok(())
+    }
+
+    /// Partitions the group into `groups`: every node blocks every node outside its group. Nodes
+    /// in no group are left as they are.
+    pub async fn partition(&self, groups: &[Vec<NodeId>]) -> Result<(), LocalClusterError> {
+        tracing::warn!(?groups, "partition");
+        for group in groups {
+            let outside: Vec<NodeId> = self
+                .ids()
+                .into_iter()
+                .filter(|id| !group.contains(id))
+                .collect();
+            for &id in group {
+                self.admin(id)?
+                    .block_peers(&outside)
+                    .await
+                    .map_err(|source| LocalClusterError::Admin { id, source })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Cuts node `id` off from every other node, both ways.
+    pub async fn isolate(&self, id: NodeId) -> Result<(), LocalClusterError> {
+        let rest: Vec<NodeId> = self.ids().into_iter().filter(|n| *n != id).collect();
+        self.partition(&[vec![id], rest]).await
+    }
+
+    /// Empties the peer filter of every node that runs and is not paused (a killed node starts
+    /// with an empty filter; a paused one would not answer within the bound).
+    pub async fn heal(&mut self) -> Result<(), LocalClusterError> {
+        tracing::warn!("heal");
+        for id in self.ids() {
+            if !self.is_running(id) || self.paused.contains(&id) {
+                continue;
+            }
+            self.admin(id)?
+                .unblock_all_peers()
+                .await
+                .map_err(|source| LocalClusterError::Admin { id, source })?;
+        }
+        Ok(())
+    }
+
+    /// Stops every node: SIGTERM, then SIGKILL past `grace`; reaps them.
+    pub fn stop(&mut self, grace: Duration) -> Vec<(NodeId, StopOutcome)> {
+        let outcomes = stop_all(&self.manifest, grace);
+        for (id, mut child) in std::mem::take(&mut self.children) {
+            if let Err(error) = reap(id, &mut child, REAP_BOUND) {
+                tracing::error!(%error, "node not reaped");
+            }
+        }
+        self.paused.clear();
+        outcomes
+    }
+
+    /// Gives up ownership of the processes: they keep running after the cluster is dropped, and
+    /// `cluster.json` is how to find them again.
+    pub fn detach(mut self) -> ClusterManifest {
+        self.kill_on_drop = false;
+        std::mem::take(&mut self.children);
+        self.manifest.clone()
+    }
+}
+
+/// Waits, polling and bounded, for a signalled child to exit.
+fn reap(id: NodeId, child: &mut Child, bound: Duration) -> Result<(), LocalClusterError> {
+    let deadline = Instant::now() + bound;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return Ok(()),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(POLL),
+            Ok(None) => {
+                return Err(LocalClusterError::NotReaped {
+                    id,
+                    pid: child.id(),
+                    after: bound,
+                })
+            }
+            Err(source) => {
+                return Err(LocalClusterError::Io {
+                    what: format!("wait for node {id}"),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        if !self.kill_on_drop {
+            return;
+        }
+        for (id, child) in &mut self.children {
+            if matches!(child.try_wait(), Ok(None)) {
+                // Child::kill is SIGKILL, which also ends a stopped process.
+                let _ = child.kill();
+            }
+            let _ = reap(*id, child, Duration::from_secs(2));
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! Metadata nodes as separate processes: the node server and its wire protocol, the clients
+//! that talk to a group of node processes, and a local cluster of `helios node` processes with
+//! real faults (SIGKILL and restart, SIGSTOP/SIGCONT, partitions through peer filters).
+//!
+//! The Raft code is the same as in the simulation: a [`crate::metadata::MetadataNode`] over
+//! [`crate::net::tcp_transport::TcpTransport`] instead of the simulated network, and over a data
+//! directory instead of memory.
+
+mod client;
+mod docker_cluster;
+mod local_cluster;
+mod manifest;
+pub mod protocol;
+mod server;
+
+pub use client::{
+    call_once, AdminClient, AdminError, CallError, ClientError, ClientOptions, MetadataClient,
+    Served,
+};
+pub use docker_cluster::{
+    build_image, docker_available, run_bounded, DockerCluster, DockerClusterSpec, DockerError,
+    COMPOSE_BOUND, CONTAINER_PORT, DOCKER_COMMAND_BOUND, DOCKER_NODES,
+};
+pub use local_cluster::{
+    pick_free_ports, LocalCluster, LocalClusterError, LocalClusterSpec, Ports,
+};
+pub use manifest::{
+    process_state, stop_all, ClusterManifest, ManifestError, ManifestNode, ProcessState,
+    StopOutcome, MANIFEST_FILE_NAME,
+};
+pub use protocol::{
+    AdminReply, AdminRequest, ClientReply, ClientRequest, NodeReply, NodeRequest, NodeStatus,
+    PeerRefusal,
+};
+pub use server::{InitPolicy, NodeConfig, NodeServer, NodeServerError};
