@@ -219,22 +219,15 @@ fn report(args: &RunArgs, config: &RunConfig, outcome: &RunOutcome) -> anyhow::R
     };
     let verdict = check.verdict.combine(liveness);
     let results = summary::results_json(config, outcome, &check, liveness, verdict);
-    let text = write_outputs(&outcome.run_dir, &results, &check)?;
-    if args.json {
-        println!("{text}");
-    } else {
-        print!(
-            "{}",
-            summary::human_summary(config, outcome, &check, liveness, verdict)
-        );
-    }
-    if verdict != Verdict::Valid {
-        eprintln!(
-            "helios run: {verdict} with seed {}; replay with --seed {}",
-            config.seed, config.seed
-        );
-    }
-    Ok(verdict.exit_code())
+    conclude(
+        args,
+        config.seed,
+        &outcome.run_dir,
+        verdict,
+        &results,
+        &check,
+        || summary::human_summary(config, outcome, &check, liveness, verdict),
+    )
 }
 
 fn run_config(args: &RunArgs) -> anyhow::Result<RunConfig> {
@@ -297,6 +290,30 @@ where
     }
     runtime.shutdown_timeout(Duration::from_secs(5));
     Ok(outcome?)
+}
+
+/// Ends a run: writes `results.json` and `report.html` into `run_dir`, prints the results
+/// (with `--json`) or the human summary, says how to replay a run that is not valid, and
+/// returns the exit code.
+pub(crate) fn conclude(
+    args: &RunArgs,
+    seed: u64,
+    run_dir: &std::path::Path,
+    verdict: Verdict,
+    results: &serde_json::Value,
+    check: &helios_checker::check::Report,
+    summary: impl FnOnce() -> String,
+) -> anyhow::Result<i32> {
+    let text = write_outputs(run_dir, results, check)?;
+    if args.json {
+        println!("{text}");
+    } else {
+        print!("{}", summary());
+    }
+    if verdict != Verdict::Valid {
+        eprintln!("helios run: {verdict} with seed {seed}; replay with --seed {seed}");
+    }
+    Ok(verdict.exit_code())
 }
 
 /// Writes `results.json` and `report.html` into `run_dir`; returns the JSON text.

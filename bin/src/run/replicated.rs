@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::summary::{write_faults, write_operations};
-use super::{drive_with_progress, random_seed, write_outputs, RunArgs, UnsafeMode};
+use super::{conclude, drive_with_progress, random_seed, RunArgs, UnsafeMode};
 
 /// The agreement the issue asks for between the checker's RTO and the harness's.
 const AGREEMENT_MS: f64 = 50.0;
@@ -154,20 +154,15 @@ fn report_replicated(
         "liveness": liveness,
         "report": check,
     });
-    let text = write_outputs(&outcome.run_dir, &results, &check)?;
-    if args.json {
-        println!("{text}");
-    } else {
-        let summary = human_summary(config, outcome, &check, &comparison, liveness, verdict);
-        print!("{summary}");
-    }
-    if verdict != Verdict::Valid {
-        eprintln!(
-            "helios run: {verdict} with seed {}; replay with --seed {}",
-            config.seed, config.seed
-        );
-    }
-    Ok(verdict.exit_code())
+    conclude(
+        args,
+        config.seed,
+        &outcome.run_dir,
+        verdict,
+        &results,
+        &check,
+        || human_summary(config, outcome, &check, &comparison, liveness, verdict),
+    )
 }
 
 /// One fault's recovery time by the checker and by the harness.

@@ -12,7 +12,7 @@ use helios_workload::{SetRunConfig, SetRunOutcome};
 use serde_json::json;
 
 use super::summary::{write_faults, write_operations};
-use super::{drive_with_progress, random_seed, write_outputs, RunArgs, UnsafeMode};
+use super::{conclude, drive_with_progress, random_seed, RunArgs, UnsafeMode};
 
 /// At most this many lost ids are printed; `results.json` lists up to the checker's limit.
 const PRINTED_LOST_IDS: usize = 50;
@@ -81,22 +81,15 @@ fn report_set(
     };
     let verdict = check.verdict.combine(liveness);
     let results = results_json(config, outcome, &check, liveness, verdict);
-    let text = write_outputs(&outcome.run_dir, &results, &check)?;
-    if args.json {
-        println!("{text}");
-    } else {
-        print!(
-            "{}",
-            human_summary(config, outcome, &check, liveness, verdict)
-        );
-    }
-    if verdict != Verdict::Valid {
-        eprintln!(
-            "helios run: {verdict} with seed {}; replay with --seed {}",
-            config.seed, config.seed
-        );
-    }
-    Ok(verdict.exit_code())
+    conclude(
+        args,
+        config.seed,
+        &outcome.run_dir,
+        verdict,
+        &results,
+        &check,
+        || human_summary(config, outcome, &check, liveness, verdict),
+    )
 }
 
 /// `results.json` of a set run: the run's figures, the liveness verdict, and the full report.

@@ -9,12 +9,11 @@ use anyhow::{bail, Context};
 use clap::ValueEnum;
 use helios_cluster::process::DOCKER_NODES;
 use helios_cluster::process::{pick_free_ports, DockerClusterSpec, LocalClusterSpec, Ports};
-use helios_workload::client::RunProgress;
 use helios_workload::runner::{run_on, StartTarget, STARTUP_TIMEOUT};
 use helios_workload::target::{DockerTarget, FaultTarget, ProcessTarget};
 use helios_workload::WorkloadError;
 
-use super::{progress_bar, replicated, report, run_config, tick, RunArgs};
+use super::{drive_with_progress, replicated, report, run_config, RunArgs};
 
 /// Where `helios run` finds its cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -84,29 +83,11 @@ pub fn run_on_target(args: &RunArgs, target: Target) -> anyhow::Result<i32> {
         target.as_str()
     );
     let start = starter(target, config.nodes, config.op_timeout)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
-    let progress = Arc::new(RunProgress::default());
-    let bar = progress_bar(args, config.time);
-    let outcome = runtime
-        .block_on(async {
-            let limit = config.time + Duration::from_secs(600);
-            let ticker = bar
-                .clone()
-                .map(|bar| tokio::spawn(tick(bar, Arc::clone(&progress), limit)));
-            let outcome = run_on(&config, Arc::clone(&progress), start).await;
-            if let Some(ticker) = ticker {
-                ticker.abort();
-            }
-            outcome
-        })
-        .with_context(|| format!("run with seed {} failed", config.seed))?;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    runtime.shutdown_timeout(Duration::from_secs(5));
+    let outcome = drive_with_progress(args, config.time, |progress| {
+        let config = config.clone();
+        async move { run_on(&config, progress, start).await }
+    })
+    .with_context(|| format!("run with seed {} failed", config.seed))?;
     report(args, &config, &outcome)
 }
 

@@ -11,7 +11,7 @@ use helios_workload::txn::{TxnNemesisKind, TxnRunConfig, TxnRunOutcome, TxnUnsaf
 use serde_json::json;
 
 use super::summary::{write_faults, write_operations};
-use super::{drive_with_progress, random_seed, write_outputs, RunArgs, UnsafeMode};
+use super::{conclude, drive_with_progress, random_seed, RunArgs, UnsafeMode};
 
 /// Runs a compute workload, checks it, writes the outputs and prints the summary; returns the
 /// exit code.
@@ -82,22 +82,15 @@ fn report_txn(
     };
     let verdict = check.verdict.combine(liveness);
     let results = results_json(config, outcome, &check, liveness, verdict);
-    let text = write_outputs(&outcome.run_dir, &results, &check)?;
-    if args.json {
-        println!("{text}");
-    } else {
-        print!(
-            "{}",
-            human_summary(config, outcome, &check, liveness, verdict)
-        );
-    }
-    if verdict != Verdict::Valid {
-        eprintln!(
-            "helios run: {verdict} with seed {}; replay with --seed {}",
-            config.seed, config.seed
-        );
-    }
-    Ok(verdict.exit_code())
+    conclude(
+        args,
+        config.seed,
+        &outcome.run_dir,
+        verdict,
+        &results,
+        &check,
+        || human_summary(config, outcome, &check, liveness, verdict),
+    )
 }
 
 fn results_json(
