@@ -277,16 +277,17 @@ fn brute_force_first_late(text: &str, bound_ns: u64) -> Option<(usize, usize, f6
         .iter()
         .filter(|op| op.outcome == Outcome::Ok)
         .collect();
-    // Versions: writes of a key in completion order, from 1; nil is 0.
+    // A read's version: the completion index of the write it read, plus one; nil is 0. It is
+    // older than a write invoked at index i when its version is at most i.
     let mut writes: Vec<_> = ok.iter().filter(|op| op.f == "write").collect();
     writes.sort_by_key(|op| op.complete_index);
     let mut version: HashMap<(String, String), u64> = HashMap::new();
-    let mut rank: HashMap<String, u64> = HashMap::new();
     for write in &writes {
         let key = write.key.as_ref().unwrap().to_string();
-        let next = rank.entry(key.clone()).or_default();
-        *next += 1;
-        version.insert((key, write.input.to_string()), *next);
+        version.insert(
+            (key, write.input.to_string()),
+            write.complete_index.unwrap() + 1,
+        );
     }
     let mut first: Option<(usize, usize, f64)> = None;
     for read in ok.iter().filter(|op| op.f == "read") {
@@ -301,7 +302,7 @@ fn brute_force_first_late(text: &str, bound_ns: u64) -> Option<(usize, usize, f6
             if write.key != read.key
                 || write.node == read.node
                 || write.complete_index.unwrap() >= read.invoke_index
-                || version[&(key.clone(), write.input.to_string())] <= read_version
+                || read_version > write.invoke_index
             {
                 continue;
             }

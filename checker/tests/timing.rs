@@ -487,3 +487,45 @@ fn a_fault_never_healed_is_not_charged_with_the_next_faults_disruptions() {
         "5 s to the ok served at 6.1 s"
     );
 }
+
+#[test]
+fn a_read_of_either_of_two_overlapping_writes_is_not_stale() {
+    // Two writes through s1 overlap: 1 is invoked first, 2 completes first. Either may have
+    // taken effect last, so s2 reading 2 after both completed is linearizable, not stale
+    // (ordering versions by completion would call it stale). A third write, invoked after
+    // both completed, makes a later read of 2 stale.
+    let mut events = Events::default();
+    let mut op = |process: u64, from: u64, to: u64, f: &str, value: Value, node: &str| {
+        let invoked = if f == "read" {
+            json!(null)
+        } else {
+            value.clone()
+        };
+        events.event(from, "invoke", json!(process), f, invoked);
+        events.with(
+            to,
+            "ok",
+            json!(process),
+            f,
+            value,
+            json!({"key": "x", "node": node}),
+        );
+    };
+    op(0, 0, 20, "write", json!(1), "s1");
+    op(1, 5, 10, "write", json!(2), "s1");
+    op(2, 30, 31, "read", json!(2), "s2");
+    op(1, 40, 45, "write", json!(3), "s1");
+    op(2, 50, 51, "read", json!(2), "s2");
+    let invalidation = timing::analyze(&events.operations())
+        .invalidation
+        .expect("two nodes served the key");
+    assert_eq!(
+        invalidation.stale_reads, 1,
+        "only the read after write 3 is stale: {invalidation:?}"
+    );
+    // Pairs with s2: writes 1 and 2 were never older than what s2 read; write 3 was, to the
+    // end of the history.
+    assert_eq!(invalidation.pairs, 3);
+    assert_eq!(invalidation.stale_pairs, 1);
+    assert_eq!(invalidation.unconverged_pairs, 1);
+}

@@ -4,26 +4,27 @@
 //! `new`) and `ok` reads (`read` or `get`, returning the value), per `key`, each naming the
 //! `node` that served it. Operations without a node are skipped.
 //!
-//! - **Version order** of a key: its `ok` writes in completion order, numbered from 1; the
-//!   initial value `null` is version 0 (unless some write wrote `null`). A value written more
-//!   than once takes its latest version, so a read is never called stale for a duplicate value.
-//!   A read of a value no `ok` write wrote (an `info` write's) has no version and is skipped.
-//!   Completion order is the real order only when a key's writes never overlap; two
-//!   overlapping writes may take effect in either order, and a read of the one that completed
-//!   first would be counted stale although it is linearizable. Workloads that want exact
-//!   figures give each key one sequential writer (Helios's cache workload does).
+//! - **Older**: a read of `k` returned an older value than an `ok` write `w` of `k` when the
+//!   write it read completed before `w` was invoked (real-time precedence: every linearization
+//!   orders it first), or when it read the initial `null` (unless some write wrote `null`).
+//!   Two overlapping writes may take effect in either order, so a read of either is older than
+//!   neither. A value written more than once counts as its latest write, so a read is never
+//!   called stale for a duplicate value. A read of a value no `ok` write wrote (an `info`
+//!   write's) has no version and is skipped.
 //! - **Pair**: an `ok` write `w` of key `k` through node `n`, and another node `m` with at
 //!   least one read of `k` that began after `w` completed.
 //! - **Invalidation latency** of a pair: let `a` be the last read of `k` on `m` that began
-//!   after `w` completed and returned a version older than `w`'s. With no such read it is 0.
+//!   after `w` completed and returned an older value than `w`. With no such read it is 0.
 //!   Otherwise it is the time from `w`'s completion to the invocation of the next read of `k`
 //!   on `m` after `a` (set-full's stable latency, for registers). When `a` is the last read of
 //!   `k` on `m`, the pair never converged: it counts as unconverged and has no latency.
-//! - **Stale read**: an `ok` read of `k` on `m` that returned a version older than some `ok`
+//! - **Stale read**: an `ok` read of `k` on `m` that returned an older value than some `ok`
 //!   write of `k` through another node that completed before the read began.
 //!
-//! Cost: O((writes × nodes + reads) × log reads), with a min segment tree over each
-//! (key, node)'s read versions to find the last older read after a point.
+//! Internally a read's version is the completion index of the write it read, plus one (0 for
+//! the initial `null`), and it is older than `w` exactly when that version is at most `w`'s
+//! invocation index. Cost: O((writes × nodes + reads) × log reads), with a min segment tree
+//! over each (key, node)'s read versions to find the last older read after a point.
 //!
 //! [`analyze_with`] hands each pair to a visitor as well, so that a verdict built on these
 //! definitions (the cache checker, [`crate::cache`]) reuses this analysis.
@@ -89,6 +90,19 @@ struct Write<'a> {
     value: &'a Value,
     node: &'a str,
     complete_index: u64,
+}
+
+impl Write<'_> {
+    /// The version a read of this write has: its completion index plus one.
+    fn version(&self) -> u64 {
+        self.complete_index + 1
+    }
+
+    /// Reads with a version below this are older than the write: they read a write that
+    /// completed before this one was invoked (or the initial value).
+    fn older_below(&self) -> u64 {
+        self.op.invoke_index + 1
+    }
 }
 
 /// One node's reads of one key, in invocation order.
@@ -267,26 +281,30 @@ fn analyze_key<'a>(
 ) {
     ops.writes.sort_by_key(|write| write.complete_index);
     ops.reads.sort_by_key(|read| read.invoke_index);
-    // Version of each value: the latest completion rank of a write of it (from 1).
+    // Version of each value: that of its latest write (see the module docs).
     let mut versions: HashMap<String, u64> = HashMap::new();
-    for (rank, write) in ops.writes.iter().enumerate() {
-        versions.insert(write.value.to_string(), rank as u64 + 1);
+    for write in &ops.writes {
+        versions.insert(write.value.to_string(), write.version());
     }
     let version_of = |value: &Value| match versions.get(&value.to_string()) {
         Some(&version) => Some(version),
         None => value.is_null().then_some(0),
     };
-    // For each write, the latest earlier write through a different node.
-    let mut previous_other_node: Vec<Option<usize>> = Vec::with_capacity(ops.writes.len());
-    for at in 0..ops.writes.len() {
-        let previous = at.checked_sub(1).and_then(|before| {
-            if ops.writes[before].node != ops.writes[at].node {
-                Some(before)
-            } else {
-                previous_other_node[before]
-            }
+    // Over each prefix of the writes (in completion order), the largest `older_below` and its
+    // node, and the largest from any other node: what a read on a given node can be stale to.
+    // Invariant: `second` is the largest over writes whose node is not `top_node`.
+    let mut best: Vec<((u64, &str), u64)> = Vec::with_capacity(ops.writes.len());
+    for write in &ops.writes {
+        let (value, node) = (write.older_below(), write.node);
+        let ((top, top_node), second) = best.last().copied().unwrap_or(((0, ""), 0));
+        best.push(if node == top_node {
+            ((top.max(value), top_node), second)
+        } else if value > top {
+            // The old top came from another node than this write's, and bounds everything.
+            ((value, node), top)
+        } else {
+            ((top, top_node), second.max(value))
         });
-        previous_other_node.push(previous);
     }
     let mut by_node: BTreeMap<&str, NodeReads> = BTreeMap::new();
     for read in &ops.reads {
@@ -296,18 +314,20 @@ fn analyze_key<'a>(
             continue;
         };
         tally.reads += 1;
-        // The newest write completed before this read began, through another node.
+        // The writes completed before this read began, through another node: is the read
+        // older than one of them?
         let completed = ops
             .writes
             .partition_point(|write| write.complete_index < read.invoke_index);
-        let newest_other = completed.checked_sub(1).and_then(|last| {
-            if ops.writes[last].node != node {
-                Some(last)
+        let bound = completed.checked_sub(1).map_or(0, |last| {
+            let ((top, top_node), second) = best[last];
+            if top_node != node {
+                top
             } else {
-                previous_other_node[last]
+                second
             }
         });
-        if newest_other.is_some_and(|at| at as u64 + 1 > version) {
+        if version < bound {
             tally.stale_reads += 1;
         }
         let reads = by_node.entry(node).or_default();
@@ -320,8 +340,8 @@ fn analyze_key<'a>(
         .iter()
         .map(|(node, reads)| (*node, MinTree::new(&reads.versions)))
         .collect();
-    for (rank, write) in ops.writes.iter().enumerate() {
-        let version = rank as u64 + 1;
+    for write in ops.writes.iter() {
+        let version = write.older_below();
         let mut entry = WriteInvalidation {
             key: key.clone(),
             value: write.value.clone(),

@@ -165,8 +165,8 @@ pub fn bank(rng: &mut ChaCha8Rng, accounts: i64, read_fraction: f64) -> TxnOp {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheRole {
     /// Writer `index` of `writers`: it alone writes the keys `k` with `k % writers == index`,
-    /// so each key's writes never overlap and their completion order is their real order (the
-    /// invalidation analysis orders a key's versions by completion).
+    /// so a key's writes never overlap and every read is comparable with every write (the
+    /// invalidation analysis cannot call a read of one of two overlapping writes stale).
     Writer {
         /// This writer's index.
         index: i64,
