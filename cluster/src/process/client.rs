@@ -22,8 +22,8 @@ use super::protocol::{
 use crate::metadata::{MetadataError, NodeId};
 use crate::net::tcp::{self, FrameOptions, FramedConnection, TcpError};
 use crate::net::tcp_transport::resolve;
-
-type Connection = FramedConnection<NodeRequest, NodeReply>;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 /// Why one exchange with a node failed.
 #[derive(Debug, thiserror::Error)]
@@ -50,11 +50,11 @@ pub enum CallError {
 
 /// Sends one request to the node at `addr` over a new connection and waits for the reply, all
 /// within `frames`' connect and call bounds.
-pub async fn call_once(
+pub async fn call_once<Req: Serialize, Resp: DeserializeOwned>(
     addr: &str,
-    request: &NodeRequest,
+    request: &Req,
     frames: &FrameOptions,
-) -> Result<NodeReply, CallError> {
+) -> Result<Resp, CallError> {
     let not_sent = |reason: String| CallError::NotSent {
         addr: addr.to_string(),
         reason,
@@ -62,7 +62,7 @@ pub async fn call_once(
     let socket_addr = resolve(addr, frames.connect_timeout)
         .await
         .map_err(not_sent)?;
-    let mut connection = Connection::connect(socket_addr, frames.clone())
+    let mut connection = FramedConnection::<Req, Resp>::connect(socket_addr, frames.clone())
         .await
         .map_err(|e| not_sent(e.to_string()))?;
     tcp::call(&mut connection, request)

@@ -1,6 +1,7 @@
-//! Metadata nodes as separate processes: the node server and its wire protocol, the clients
-//! that talk to a group of node processes, and a local cluster of `helios node` processes with
-//! real faults (SIGKILL and restart, SIGSTOP/SIGCONT, partitions through peer filters).
+//! Nodes as separate processes: the metadata node server and the shard member server (a data
+//! node or witness of a replicated shard) with their wire protocols, the clients that talk to
+//! them, and a local cluster of `helios node` processes with real faults (SIGKILL and restart,
+//! SIGSTOP/SIGCONT, partitions through peer filters).
 //!
 //! The Raft code is the same as in the simulation: a [`crate::metadata::MetadataNode`] over
 //! [`crate::net::tcp_transport::TcpTransport`] instead of the simulated network, and over a data
@@ -12,6 +13,9 @@ mod local_cluster;
 mod manifest;
 pub mod protocol;
 mod server;
+mod shard_client;
+pub mod shard_protocol;
+mod shard_server;
 
 pub use client::{
     call_once, AdminClient, AdminError, CallError, ClientError, ClientOptions, MetadataClient,
@@ -33,3 +37,6 @@ pub use protocol::{
     PeerRefusal,
 };
 pub use server::{InitPolicy, NodeConfig, NodeServer, NodeServerError};
+pub use shard_client::{MemberAddrs, ShardClient};
+pub use shard_protocol::MemberStatus;
+pub use shard_server::{MemberConfig, MemberRole, MemberServer, MemberServerError};

@@ -10,7 +10,7 @@ use crate::metadata::NodeId;
 /// For a write, [`ReplicationError::outcome_is_unknown`] tells a definite failure (Jepsen `fail`:
 /// the write certainly did not take effect) from an indeterminate one (Jepsen `info`: it may
 /// take effect at any later time, or never).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ReplicationError {
     /// This node is not the primary (it is a mirror, a witness or a deposed primary); `primary`
     /// is the primary of `epoch` as far as it knows. Nothing was written.

@@ -6,17 +6,56 @@ use std::collections::BTreeMap;
 use super::message::{Entry, Epoch, LogIndex};
 
 /// The entries a replica holds durably, in order.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct ReplicaLog {
     /// Invariant: `entries[i].index == i + 1`, and epochs never decrease along the log.
     entries: Vec<Entry>,
+    /// The lowest index appended or removed since [`ReplicaLog::take_changed_from`] last ran:
+    /// what a disk copy must rewrite (every entry from there on) to match the log again.
+    changed_from: Option<LogIndex>,
 }
+
+impl PartialEq for ReplicaLog {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries
+    }
+}
+
+impl Eq for ReplicaLog {}
 
 /// Why an append did not fit the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PrevMismatch;
 
 impl ReplicaLog {
+    /// A log holding `entries` (read back from disk), or why they do not form a log.
+    pub fn from_entries(entries: Vec<Entry>) -> Result<Self, String> {
+        let mut last_epoch = 0;
+        for (i, entry) in entries.iter().enumerate() {
+            if entry.index != i as LogIndex + 1 {
+                return Err(format!("entry {} found at position {}", entry.index, i + 1));
+            }
+            if entry.epoch < last_epoch {
+                return Err(format!("epoch decreases at index {}", entry.index));
+            }
+            last_epoch = entry.epoch;
+        }
+        Ok(Self {
+            entries,
+            changed_from: None,
+        })
+    }
+
+    /// The lowest index appended or removed since the last call (`None`: unchanged), and
+    /// starts tracking afresh.
+    pub fn take_changed_from(&mut self) -> Option<LogIndex> {
+        self.changed_from.take()
+    }
+
+    fn mark_changed(&mut self, index: LogIndex) {
+        self.changed_from = Some(self.changed_from.map_or(index, |from| from.min(index)));
+    }
+
     /// The index of the last entry, 0 when empty.
     pub fn last_index(&self) -> LogIndex {
         self.entries.len() as LogIndex
@@ -59,6 +98,7 @@ impl ReplicaLog {
             "append in epoch {epoch} after an entry of epoch {last_epoch}"
         );
         let index = self.last_index() + 1;
+        self.mark_changed(index);
         self.entries.push(Entry {
             epoch,
             index,
@@ -93,6 +133,7 @@ impl ReplicaLog {
                 }
                 None => {}
             }
+            self.mark_changed(index);
             self.entries.push(entry.clone());
         }
         Ok(removed_from)
@@ -100,6 +141,9 @@ impl ReplicaLog {
 
     /// Removes every entry after `index`.
     pub fn truncate_after(&mut self, index: LogIndex) {
+        if index < self.last_index() {
+            self.mark_changed(index + 1);
+        }
         self.entries.truncate(index as usize);
     }
 

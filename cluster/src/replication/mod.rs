@@ -6,13 +6,14 @@
 //! [`ReplicationCluster`] is the in-process cluster that tests, benchmarks and workloads use.
 
 pub mod cluster;
+pub mod disk;
 pub mod error;
 pub mod log;
 pub mod message;
 pub mod node;
 pub mod options;
 pub mod protocol;
-mod runtime;
+pub(crate) mod runtime;
 pub mod witness;
 
 pub use cluster::{ReplicationCluster, ReplicationOptions, Served, ShardMembers, StorageCluster};

@@ -137,6 +137,12 @@ impl Replica {
         &self.durable
     }
 
+    /// The lowest log index appended or removed since the last call (see
+    /// [`super::log::ReplicaLog::take_changed_from`]), for a member that saves to disk.
+    pub fn take_log_changes(&mut self) -> Option<LogIndex> {
+        self.durable.log.take_changed_from()
+    }
+
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.id

@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use super::disk::{MemberDisk, MemberDiskError};
 use super::error::ReplicationError;
 use super::message::{Action, EpochRecord, Event, LogIndex, Message, Millis, RequestId};
 use super::options::ProtocolOptions;
@@ -66,7 +67,7 @@ pub(crate) enum Durable {
 }
 
 impl Member {
-    fn recover(
+    pub(crate) fn recover(
         id: NodeId,
         kind: Kind,
         options: ProtocolOptions,
@@ -91,10 +92,21 @@ impl Member {
         }
     }
 
-    fn step(&mut self, now: Millis, event: Event) -> Vec<Action> {
+    pub(crate) fn step(&mut self, now: Millis, event: Event) -> Vec<Action> {
         match self {
             Member::Replica(replica) => replica.step(now, event),
             Member::Witness(witness) => witness.step(now, event),
+        }
+    }
+
+    /// Saves what the last steps changed of the durable state, before anything is sent.
+    pub(crate) fn save_to(&mut self, disk: &mut MemberDisk) -> Result<(), MemberDiskError> {
+        match self {
+            Member::Replica(replica) => {
+                let changed_from = replica.take_log_changes();
+                disk.save_replica(replica.durable(), changed_from)
+            }
+            Member::Witness(witness) => disk.save_witness(&witness.durable()),
         }
     }
 
@@ -155,6 +167,19 @@ type Reply = oneshot::Sender<Result<ClientOutput, ReplicationError>>;
 pub(crate) struct ClientCall {
     op: ClientOp,
     reply: Reply,
+}
+
+impl ClientCall {
+    /// A call of `op`, and where its answer will come.
+    pub(crate) fn new(
+        op: ClientOp,
+    ) -> (
+        Self,
+        oneshot::Receiver<Result<ClientOutput, ReplicationError>>,
+    ) {
+        let (reply, answer) = oneshot::channel();
+        (Self { op, reply }, answer)
+    }
 }
 
 /// Whether the node runs, and its state either way.
@@ -325,14 +350,55 @@ impl NodeShared {
     }
 }
 
-/// The node's task: one event at a time, in arrival order; a paused node handles nothing.
+/// What the event loop needs of the place a member lives: stepping it (and making what the step
+/// changed durable before anything is sent), and sending its messages.
+pub(crate) trait Host: Send + 'static {
+    /// Steps the member with `event`; `None` once this incarnation is over.
+    fn step(&mut self, event: Event) -> Option<Vec<Action>>;
+    /// Sends `message` to member `to`; a message that cannot go is lost.
+    fn send(&self, to: NodeId, message: Message);
+}
+
+/// A member of an in-process cluster: its state lives in the shared node; `generation` is the
+/// start this task serves.
+struct InProcess {
+    shared: Arc<NodeShared>,
+    generation: u64,
+}
+
+impl Host for InProcess {
+    fn step(&mut self, event: Event) -> Option<Vec<Action>> {
+        self.shared.step(self.generation, event)
+    }
+
+    fn send(&self, to: NodeId, message: Message) {
+        self.shared.bus.send(self.shared.id, to, message);
+    }
+}
+
 async fn run(
     shared: Arc<NodeShared>,
     generation: u64,
+    inbox: mpsc::Receiver<Envelope<Message>>,
+    client_calls: mpsc::Receiver<ClientCall>,
+) {
+    let tick = Duration::from_millis(shared.options.timing.tick_ms);
+    let gate = shared.gate.clone();
+    let host = InProcess { shared, generation };
+    drive(host, tick, gate, inbox, client_calls).await;
+}
+
+/// The event loop of one member: one event at a time, in arrival order (a message, a client
+/// call, or a clock tick every `tick`); a paused member handles nothing. Returns when the
+/// host says the incarnation is over.
+pub(crate) async fn drive<H: Host>(
+    mut host: H,
+    tick: Duration,
+    gate: PauseGate,
     mut inbox: mpsc::Receiver<Envelope<Message>>,
     mut client_calls: mpsc::Receiver<ClientCall>,
 ) {
-    let mut ticker = tokio::time::interval(Duration::from_millis(shared.options.timing.tick_ms));
+    let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut replies: BTreeMap<RequestId, Reply> = BTreeMap::new();
     let mut next_request: RequestId = 0;
@@ -359,13 +425,13 @@ async fn run(
             }
             _ = ticker.tick() => Event::Tick,
         };
-        shared.gate.wait_resumed().await;
-        let Some(actions) = shared.step(generation, event) else {
+        gate.wait_resumed().await;
+        let Some(actions) = host.step(event) else {
             return;
         };
         for action in actions {
             match action {
-                Action::Send { to, message } => shared.bus.send(shared.id, to, message),
+                Action::Send { to, message } => host.send(to, message),
                 Action::WriteDone { request, result } => {
                     if let Some(reply) = replies.remove(&request) {
                         // The caller may have given up waiting; then nobody listens.

@@ -1,0 +1,214 @@
+//! [`ShardClient`]: a client of the members of replicated shards running as processes, with
+//! the node-level API of the in-process [`crate::replication::ReplicaNode`] (`write_at`,
+//! `read_linearizable`, `read`) plus status and the peer filter.
+//!
+//! Transport failures become the [`ReplicationError`] the simulation would give, so callers
+//! classify outcomes the same way: a request that was never sent (the process is dead, so the
+//! connection is refused) is [`ReplicationError::NodeDown`], a definite failure; a request sent
+//! without an answer is [`ReplicationError::Timeout`] or [`ReplicationError::Interrupted`], whose
+//! outcome is unknown. Each call opens a fresh connection, for the reason given in
+//! [`super::client`]: a pooled connection to a killed process fails only after the request is
+//! written.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::client::{call_once, CallError};
+use super::shard_protocol::{
+    MemberStatus, ShardAdminReply, ShardAdminRequest, ShardClientReply, ShardClientRequest,
+    ShardReply, ShardRequest,
+};
+use crate::metadata::NodeId;
+use crate::net::tcp::{FrameOptions, TcpError};
+use crate::replication::{LogIndex, ReplicationError};
+
+/// Where each member of each shard listens: `(shard, member id) -> host:port`.
+pub type MemberAddrs = BTreeMap<(usize, NodeId), String>;
+
+/// A client of shard member processes.
+#[derive(Clone, Debug)]
+pub struct ShardClient {
+    addrs: MemberAddrs,
+    frames: FrameOptions,
+}
+
+impl ShardClient {
+    /// A client of the members at `addrs`; one call (connect, request, whole reply) is bounded
+    /// by `call_timeout`, and should outlast the members' own request timeout.
+    pub fn new(addrs: MemberAddrs, call_timeout: Duration) -> Self {
+        Self {
+            addrs,
+            frames: FrameOptions {
+                connect_timeout: Duration::from_millis(500),
+                call_timeout,
+                ..FrameOptions::default()
+            },
+        }
+    }
+
+    /// Every member's address.
+    pub fn addrs(&self) -> &MemberAddrs {
+        &self.addrs
+    }
+
+    async fn call(
+        &self,
+        shard: usize,
+        node: NodeId,
+        request: ShardRequest,
+    ) -> Result<ShardReply, ReplicationError> {
+        let Some(addr) = self.addrs.get(&(shard, node)) else {
+            return Err(ReplicationError::UnknownNode { node });
+        };
+        call_once(addr, &request, &self.frames)
+            .await
+            .map_err(|error| match error {
+                CallError::NotSent { .. } => ReplicationError::NodeDown { node },
+                CallError::NoReply {
+                    source: TcpError::Timeout { after, .. },
+                    ..
+                } => ReplicationError::Timeout { after },
+                CallError::NoReply { .. } => ReplicationError::Interrupted { node },
+            })
+    }
+
+    async fn client(
+        &self,
+        shard: usize,
+        node: NodeId,
+        request: ShardClientRequest,
+    ) -> Result<ShardClientReply, ReplicationError> {
+        match self
+            .call(shard, node, ShardRequest::Client(request))
+            .await?
+        {
+            ShardReply::Client(result) => result,
+            other => Err(foreign(node, &other)),
+        }
+    }
+
+    /// Writes `value` under `key` through member `node` of `shard`; the log index of the
+    /// acknowledged write.
+    pub async fn write_at(
+        &self,
+        shard: usize,
+        node: NodeId,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<LogIndex, ReplicationError> {
+        let request = ShardClientRequest::Write {
+            key: key.to_vec(),
+            value: value.to_vec(),
+        };
+        match self.client(shard, node, request).await? {
+            ShardClientReply::Written(index) => Ok(index),
+            other => Err(unexpected(node, &other)),
+        }
+    }
+
+    /// A linearizable read through member `node` of `shard`.
+    pub async fn read_linearizable(
+        &self,
+        shard: usize,
+        node: NodeId,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, ReplicationError> {
+        let request = ShardClientRequest::Read { key: key.to_vec() };
+        match self.client(shard, node, request).await? {
+            ShardClientReply::Value(value) => Ok(value),
+            other => Err(unexpected(node, &other)),
+        }
+    }
+
+    /// Member `node`'s own copy of `key` (the seed's node-level `read`).
+    pub async fn read(
+        &self,
+        shard: usize,
+        node: NodeId,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, ReplicationError> {
+        let request = ShardClientRequest::LocalRead { key: key.to_vec() };
+        match self.client(shard, node, request).await? {
+            ShardClientReply::Value(value) => Ok(value),
+            other => Err(unexpected(node, &other)),
+        }
+    }
+
+    /// Asks data node `node` of `shard` to seek promotion now.
+    pub async fn force_promotion(
+        &self,
+        shard: usize,
+        node: NodeId,
+    ) -> Result<(), ReplicationError> {
+        match self
+            .client(shard, node, ShardClientRequest::ForcePromotion)
+            .await?
+        {
+            ShardClientReply::Accepted => Ok(()),
+            other => Err(unexpected(node, &other)),
+        }
+    }
+
+    async fn admin(
+        &self,
+        shard: usize,
+        node: NodeId,
+        request: ShardAdminRequest,
+    ) -> Result<ShardAdminReply, ReplicationError> {
+        match self.call(shard, node, ShardRequest::Admin(request)).await? {
+            ShardReply::Admin(reply) => Ok(reply),
+            other => Err(foreign(node, &other)),
+        }
+    }
+
+    /// Member `node`'s status.
+    pub async fn status(
+        &self,
+        shard: usize,
+        node: NodeId,
+    ) -> Result<MemberStatus, ReplicationError> {
+        match self.admin(shard, node, ShardAdminRequest::Status).await? {
+            ShardAdminReply::Status(status) => Ok(status),
+            ShardAdminReply::BlockedPeers(_) => Err(ReplicationError::Interrupted { node }),
+        }
+    }
+
+    /// Makes member `node` drop every message to and from `peers`; the peers it blocks after.
+    pub async fn block_peers(
+        &self,
+        shard: usize,
+        node: NodeId,
+        peers: &[NodeId],
+    ) -> Result<Vec<NodeId>, ReplicationError> {
+        let request = ShardAdminRequest::BlockPeers(peers.to_vec());
+        match self.admin(shard, node, request).await? {
+            ShardAdminReply::BlockedPeers(blocked) => Ok(blocked),
+            ShardAdminReply::Status(_) => Err(ReplicationError::Interrupted { node }),
+        }
+    }
+
+    /// Empties member `node`'s peer filter.
+    pub async fn unblock_all_peers(
+        &self,
+        shard: usize,
+        node: NodeId,
+    ) -> Result<(), ReplicationError> {
+        self.admin(shard, node, ShardAdminRequest::UnblockAllPeers)
+            .await
+            .map(|_| ())
+    }
+}
+
+fn foreign(node: NodeId, reply: &ShardReply) -> ReplicationError {
+    tracing::error!(node, ?reply, "member answered with a reply of another kind");
+    ReplicationError::Interrupted { node }
+}
+
+fn unexpected(node: NodeId, reply: &ShardClientReply) -> ReplicationError {
+    tracing::error!(
+        node,
+        ?reply,
+        "member answered with a reply of another operation"
+    );
+    ReplicationError::Interrupted { node }
+}

@@ -1,0 +1,136 @@
+//! The wire protocol of a shard member process (a data node or a witness of a replicated shard):
+//! one TCP listener per member carries three kinds of request, each answered by one reply frame
+//! of the matching kind (`net::tcp` frames, postcard).
+//!
+//! - `Peer`: a replication message from another member of the shard (one-way: the reply only
+//!   says whether it was taken), dropped if the member's peer filter blocks the sender.
+//! - `Client`: a write or a linearizable read through this member (only the primary with a
+//!   lease serves them; others refuse with [`ReplicationError::NotPrimary`] naming the primary
+//!   they know), or a read of this member's own copy (the seed's node-level `read`).
+//! - `Admin`: status, the peer filter that makes partitions between local processes, and a
+//!   forced promotion (the seed's manual failover).
+
+use serde::{Deserialize, Serialize};
+
+use super::protocol::PeerRefusal;
+use crate::metadata::NodeId;
+use crate::replication::{EpochRecord, LogIndex, Message, ReplicationError};
+
+/// A request to a shard member process.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ShardRequest {
+    /// A replication message from member `from`.
+    Peer {
+        /// The sending member, as it declares itself.
+        from: NodeId,
+        /// The message.
+        message: Message,
+    },
+    /// A client operation.
+    Client(ShardClientRequest),
+    /// An operator's or a nemesis's request.
+    Admin(ShardAdminRequest),
+}
+
+/// A shard member's answer, of the kind of its request.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ShardReply {
+    /// The answer to [`ShardRequest::Peer`].
+    Peer(Result<(), PeerRefusal>),
+    /// The answer to [`ShardRequest::Client`].
+    Client(Result<ShardClientReply, ReplicationError>),
+    /// The answer to [`ShardRequest::Admin`].
+    Admin(ShardAdminReply),
+}
+
+/// A client operation on the shard's registers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShardClientRequest {
+    /// Write `value` under `key`; acknowledged once durable on the primary and (synchronous
+    /// mode) on the mirror.
+    Write {
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// A linearizable read (primary with a lease).
+    Read {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// This member's own copy of `key`: acknowledged writes on a primary, every durable write
+    /// on a mirror. Not linearizable.
+    LocalRead {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Ask this member (a mirror) to seek promotion now (the seed's manual failover).
+    ForcePromotion,
+}
+
+impl ShardClientRequest {
+    /// Whether the operation can change the state, so that a lost reply leaves its outcome
+    /// unknown.
+    pub fn is_write(&self) -> bool {
+        matches!(self, Self::Write { .. } | Self::ForcePromotion)
+    }
+}
+
+/// The success of a [`ShardClientRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShardClientReply {
+    /// The write is acknowledged at this log index.
+    Written(LogIndex),
+    /// The value read (`None`: never written).
+    Value(Option<Vec<u8>>),
+    /// The promotion request was taken.
+    Accepted,
+}
+
+/// An operator's or a nemesis's request to a member.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShardAdminRequest {
+    /// The member's [`MemberStatus`].
+    Status,
+    /// Adds peers to the member's filter: messages to and from them are lost.
+    BlockPeers(Vec<NodeId>),
+    /// Empties the member's peer filter.
+    UnblockAllPeers,
+}
+
+/// The answer to a [`ShardAdminRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShardAdminReply {
+    /// The member's status.
+    Status(MemberStatus),
+    /// The peers the filter blocks after the request.
+    BlockedPeers(Vec<NodeId>),
+}
+
+/// What a member says of itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// The shard.
+    pub shard: usize,
+    /// The member's id within the shard.
+    pub id: NodeId,
+    /// Whether it is the shard's witness.
+    pub witness: bool,
+    /// The process id.
+    pub pid: u32,
+    /// The newest epoch record it knows.
+    pub record: EpochRecord,
+    /// Whether it acts as primary now: named primary and holding a lease.
+    pub is_primary: bool,
+    /// A data node's commit index (`None` for a witness).
+    pub commit_index: Option<LogIndex>,
+    /// A data node's last log index (`None` for a witness).
+    pub last_index: Option<LogIndex>,
+    /// Whether the member's event loop stopped (its disk failed); it then serves nothing.
+    pub stopped: bool,
+    /// How many fsynced saves it made since it started.
+    pub saves: u64,
+    /// The peers its filter blocks, in id order.
+    pub blocked_peers: Vec<NodeId>,
+}
