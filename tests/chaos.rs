@@ -147,6 +147,7 @@ fn starter(target: Target, op_timeout: Duration) -> StartTarget {
                     binary,
                     dir: run_dir.join("cluster"),
                     n_nodes: 5,
+                    n_shards: 0,
                     ports: Ports::Free,
                     node_args: Vec::new(),
                     rust_log: Some("info,openraft=warn".to_owned()),

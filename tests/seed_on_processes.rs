@@ -118,6 +118,7 @@ fn start_cluster(test: &str, n_nodes: usize) -> (LocalCluster, Instant) {
         binary: helios_binary().to_path_buf(),
         dir,
         n_nodes,
+        n_shards: 0,
         ports: Ports::Free,
         node_args: Vec::new(),
         rust_log: Some("info,openraft=warn".to_owned()),

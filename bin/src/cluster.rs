@@ -1,5 +1,5 @@
-//! `helios cluster up|status|down`: a local metadata group of `helios node` processes, recorded
-//! in `DIR/cluster.json`, or (`--target docker`) five containers of `docker/docker-compose.yml`,
+//! `helios cluster up|status|down`: a local cluster of `helios node` processes (a metadata group
+//! and replicated shards of data nodes and witnesses), recorded in `DIR/cluster.json`, or (`--target docker`) five containers of `docker/docker-compose.yml`,
 //! recorded in `DIR/docker.json`. Glue over `helios_cluster::process`.
 
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use helios_cluster::process::{
     stop_all, AdminClient, ClusterManifest, DockerCluster, LocalCluster, LocalClusterSpec,
-    NodeStatus, Ports, ProcessState, StopOutcome, DOCKER_NODES,
+    ManifestNode, NodeStatus, Ports, ProcessState, ShardClient, StopOutcome, DOCKER_NODES,
 };
 
 use crate::docker::{container_state, prepare_image, DockerManifest, IMAGE};
@@ -44,7 +44,11 @@ struct UpArgs {
     /// How many metadata nodes (ids 1..=N).
     #[arg(long, default_value_t = 5)]
     nodes: usize,
-    /// Node i listens on BASE_PORT + i - 1; without it, free ports are picked.
+    /// How many replicated shards, each a primary, a mirror and a witness process.
+    #[arg(long, default_value_t = 3)]
+    shards: usize,
+    /// Node i listens on BASE_PORT + i - 1, and shard members follow the metadata nodes;
+    /// without it, free ports are picked.
     #[arg(long)]
     base_port: Option<u16>,
     /// The cluster directory: cluster.json, node-<id>/ data, node-<id>.log (or, for docker,
@@ -122,6 +126,7 @@ async fn up(args: UpArgs) -> anyhow::Result<i32> {
         binary,
         dir: args.dir.clone(),
         n_nodes: args.nodes,
+        n_shards: args.shards,
         ports: args.base_port.map_or(Ports::Free, Ports::Base),
         node_args: args.node_args.clone(),
         rust_log: args.rust_log.clone(),
@@ -129,8 +134,8 @@ async fn up(args: UpArgs) -> anyhow::Result<i32> {
     })?;
     for node in &cluster.manifest().nodes {
         println!(
-            "node {} pid {} on {}  data {}  log {}",
-            node.id,
+            "{} pid {} on {}  data {}  log {}",
+            node_name(node),
             node.pid,
             node.addr,
             node.data_dir.display(),
@@ -138,6 +143,20 @@ async fn up(args: UpArgs) -> anyhow::Result<i32> {
         );
     }
     let bound = Duration::from_secs(args.wait_secs);
+    let mut primaries = Vec::new();
+    for shard in 0..cluster.shard_count() {
+        match cluster.wait_for_primary(shard, bound).await {
+            Ok(primary) => primaries.push(format!("shard {shard}: storage-{primary}")),
+            Err(error) => {
+                eprintln!("helios cluster up: shard {shard}: {error}");
+                eprintln!("logs: {}/*.log", cluster.dir().display());
+                return Ok(1);
+            }
+        }
+    }
+    if !primaries.is_empty() {
+        println!("primaries: {}", primaries.join(", "));
+    }
     match cluster.wait_for_leader(&[], bound).await {
         Ok(leader) => {
             let status = cluster.status(leader).await?;
@@ -204,6 +223,85 @@ async fn up_docker(args: UpArgs) -> anyhow::Result<i32> {
     Ok(1)
 }
 
+/// How `up` and `status` name a node process.
+fn node_name(node: &ManifestNode) -> String {
+    match node.shard_member {
+        None => format!("node {}", node.id),
+        Some(m) if m.witness => format!("witness-{} (shard {})", m.member, m.shard),
+        Some(m) => format!("storage-{} (shard {})", m.member, m.shard),
+    }
+}
+
+/// Prints a line per shard member and one per shard; whether every member answered and every
+/// shard has exactly one primary.
+async fn member_statuses(members: &[ManifestNode]) -> bool {
+    let addrs = members
+        .iter()
+        .filter_map(|n| {
+            n.shard_member
+                .map(|m| ((m.shard, m.member), n.addr.clone()))
+        })
+        .collect();
+    let client = ShardClient::new(addrs, Duration::from_secs(2));
+    let mut healthy = true;
+    let mut primaries: std::collections::BTreeMap<usize, Vec<u64>> = Default::default();
+    for node in members {
+        let Some(m) = node.shard_member else { continue };
+        primaries.entry(m.shard).or_default();
+        let process = node.process_state();
+        let line = match client.status(m.shard, m.member).await {
+            Ok(s) => {
+                if s.is_primary {
+                    primaries.entry(m.shard).or_default().push(m.member);
+                }
+                let role = if s.witness {
+                    "witness"
+                } else if s.is_primary {
+                    "PRIMARY"
+                } else if s.record.primary == m.member {
+                    "primary (no lease)"
+                } else {
+                    "mirror"
+                };
+                healthy &= process == ProcessState::Running && !s.stopped;
+                format!(
+                    "{:<22} {:<21} pid {:<7} {role:<18} epoch {:<4} commit {:<6} blocked {:?}",
+                    node_name(node),
+                    node.addr,
+                    node.pid,
+                    s.record.epoch,
+                    s.commit_index.map_or("-".to_string(), |i| i.to_string()),
+                    s.blocked_peers,
+                )
+            }
+            Err(error) => {
+                healthy = false;
+                format!(
+                    "{:<22} {:<21} pid {:<7} no answer: {error}",
+                    node_name(node),
+                    node.addr,
+                    node.pid
+                )
+            }
+        };
+        println!("{line}");
+    }
+    for (shard, found) in primaries {
+        match found.as_slice() {
+            [p] => println!("shard {shard}: primary storage-{p}"),
+            [] => {
+                healthy = false;
+                println!("shard {shard}: no primary");
+            }
+            many => {
+                healthy = false;
+                println!("shard {shard}: several primaries hold a lease: {many:?}");
+            }
+        }
+    }
+    healthy
+}
+
 /// One line of `helios cluster status`.
 fn status_line(
     id: u64,
@@ -268,7 +366,13 @@ async fn status(args: DirArgs) -> anyhow::Result<i32> {
     }
     let manifest = ClusterManifest::load(&args.dir)?;
     let mut queries = tokio::task::JoinSet::new();
-    for node in manifest.nodes.clone() {
+    let (members, metadata): (Vec<_>, Vec<_>) = manifest
+        .nodes
+        .iter()
+        .cloned()
+        .partition(|node| node.shard_member.is_some());
+    let mut healthy = member_statuses(&members).await;
+    for node in metadata.clone() {
         queries.spawn(async move {
             let status = AdminClient::new(node.addr.clone())
                 .status()
@@ -282,9 +386,8 @@ async fn status(args: DirArgs) -> anyhow::Result<i32> {
         let (id, status) = joined.context("status query panicked")?;
         statuses.insert(id, status);
     }
-    let mut healthy = true;
     let mut leaders = Vec::new();
-    for node in &manifest.nodes {
+    for node in &metadata {
         let process = node.process_state();
         let status = &statuses[&node.id];
         println!(

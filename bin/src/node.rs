@@ -1,5 +1,5 @@
-//! `helios node`: one metadata node as its own process (the library's `NodeServer`), until
-//! SIGTERM or SIGINT.
+//! `helios node`: one node as its own process, until SIGTERM or SIGINT: a metadata node (the
+//! library's `NodeServer`), or a data node or witness of a replicated shard (`MemberServer`).
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -9,15 +9,21 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use helios_cluster::process::{InitPolicy, NodeConfig, NodeServer};
+use helios_cluster::process::{
+    InitPolicy, MemberConfig, MemberRole, MemberServer, NodeConfig, NodeServer,
+};
 use helios_cluster::{NodeId, NodeSettings};
 use tokio::signal::unix::{signal, SignalKind};
 
-/// The kinds of node a process can be; only metadata nodes run as processes so far.
+/// The kinds of node a process can be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Role {
     /// A member of the metadata Raft group.
     Metadata,
+    /// A data node (primary or mirror) of a replicated shard; needs --shard and --witness.
+    Storage,
+    /// The witness of a replicated shard; needs --shard. Its data nodes are the other --peers.
+    Witness,
 }
 
 /// When this node forms the group.
@@ -65,6 +71,17 @@ pub struct NodeArgs {
     /// killed do not outlive it).
     #[arg(long)]
     exit_with_parent: bool,
+    /// Storage and witness: the shard this node belongs to. --peers then lists the shard's
+    /// three members (two data nodes and the witness), by their ids within the shard.
+    #[arg(long)]
+    shard: Option<usize>,
+    /// Storage: the id of the shard's witness among --peers.
+    #[arg(long)]
+    witness: Option<NodeId>,
+    /// Storage and witness: the shard's first primary, used only when the data directory is
+    /// new; every member of the shard must be given the same. Default: the lower data node id.
+    #[arg(long)]
+    first_primary: Option<NodeId>,
 }
 
 /// The peers of `--peers`, by id.
@@ -122,16 +139,84 @@ fn parse_range(text: &str) -> Result<(u64, u64), String> {
     Ok((min, max))
 }
 
-fn config(args: &NodeArgs) -> anyhow::Result<NodeConfig> {
-    let Role::Metadata = args.role;
-    let peers = args.peers.0.clone();
-    if !peers.contains_key(&args.id) {
+/// The address to listen on: --listen, else loopback and the port of this node's peer entry.
+fn listen_addr(args: &NodeArgs) -> anyhow::Result<SocketAddr> {
+    if let Some(listen) = args.listen {
+        return Ok(listen);
+    }
+    let own = &args.peers.0[&args.id];
+    let port = own
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse::<u16>().ok())
+        .with_context(|| format!("--peers entry {}={own} has no port", args.id))?;
+    Ok(SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+fn check_id_among_peers(args: &NodeArgs) -> anyhow::Result<()> {
+    if !args.peers.0.contains_key(&args.id) {
         bail!(
             "--id {} is not among --peers (ids {:?})",
             args.id,
+            args.peers.0.keys().collect::<Vec<_>>()
+        );
+    }
+    Ok(())
+}
+
+/// The configuration of a storage or witness node.
+fn member_config(args: &NodeArgs) -> anyhow::Result<MemberConfig> {
+    check_id_among_peers(args)?;
+    let peers = args.peers.0.clone();
+    let Some(shard) = args.shard else {
+        bail!("--role {:?} needs --shard", args.role);
+    };
+    if peers.len() != 3 {
+        bail!(
+            "a shard has three members (two data nodes and a witness); --peers lists {:?}",
             peers.keys().collect::<Vec<_>>()
         );
     }
+    let others: Vec<NodeId> = peers.keys().copied().filter(|&id| id != args.id).collect();
+    let role = match args.role {
+        Role::Storage => {
+            let Some(witness) = args.witness else {
+                bail!("--role storage needs --witness (the id of the shard's witness)");
+            };
+            if !others.contains(&witness) {
+                bail!("--witness {witness} is not another member among --peers {others:?}");
+            }
+            let peer = others
+                .iter()
+                .copied()
+                .find(|&id| id != witness)
+                .context("the shard's other data node")?;
+            MemberRole::DataNode { peer, witness }
+        }
+        Role::Witness => {
+            if args.witness.is_some() {
+                bail!("--witness is for storage nodes; a witness's data nodes are its --peers");
+            }
+            MemberRole::Witness {
+                replicas: [others[0], others[1]],
+            }
+        }
+        Role::Metadata => bail!("a metadata node has no shard"),
+    };
+    let listen = listen_addr(args)?;
+    let mut config = MemberConfig::new(shard, args.id, role, listen, peers, args.data_dir.clone());
+    if let Some(first) = args.first_primary {
+        config.initial_primary = first;
+    }
+    config.request_timeout = Duration::from_millis(args.request_timeout_ms);
+    Ok(config)
+}
+
+fn config(args: &NodeArgs) -> anyhow::Result<NodeConfig> {
+    if args.shard.is_some() || args.witness.is_some() || args.first_primary.is_some() {
+        bail!("--shard, --witness and --first-primary are for storage and witness nodes");
+    }
+    check_id_among_peers(args)?;
+    let peers = args.peers.0.clone();
     let (election_min, election_max) = args.election_timeout_ms;
     if args.heartbeat_ms == 0 || args.heartbeat_ms >= election_min {
         bail!(
@@ -139,17 +224,7 @@ fn config(args: &NodeArgs) -> anyhow::Result<NodeConfig> {
             args.heartbeat_ms
         );
     }
-    let listen = match args.listen {
-        Some(listen) => listen,
-        None => {
-            let own = &peers[&args.id];
-            let port = own
-                .rsplit_once(':')
-                .and_then(|(_, port)| port.parse::<u16>().ok())
-                .with_context(|| format!("--peers entry {}={own} has no port", args.id))?;
-            SocketAddr::from(([127, 0, 0, 1], port))
-        }
-    };
+    let listen = listen_addr(args)?;
     let mut config = NodeConfig::new(args.id, listen, peers, args.data_dir.clone());
     config.settings = NodeSettings {
         heartbeat_interval: Duration::from_millis(args.heartbeat_ms),
@@ -183,7 +258,7 @@ fn init_tracing() {
 enum Stop {
     Signal(&'static str),
     ParentExited,
-    RaftFailed(String),
+    Failed(String),
 }
 
 impl std::fmt::Display for Stop {
@@ -191,7 +266,7 @@ impl std::fmt::Display for Stop {
         match self {
             Stop::Signal(name) => write!(f, "{name} received"),
             Stop::ParentExited => f.write_str("the parent process exited"),
-            Stop::RaftFailed(reason) => write!(f, "raft stopped: {reason}"),
+            Stop::Failed(reason) => write!(f, "stopped: {reason}"),
         }
     }
 }
@@ -201,7 +276,10 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(200);
 /// The bound on a clean shutdown.
 const SHUTDOWN_BOUND: Duration = Duration::from_secs(10);
 
-async fn wait_for_stop(server: &NodeServer, exit_with_parent: bool) -> anyhow::Result<Stop> {
+async fn wait_for_stop(
+    exit_with_parent: bool,
+    failed: impl Fn() -> Option<String>,
+) -> anyhow::Result<Stop> {
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let parent = std::os::unix::process::parent_id();
@@ -214,12 +292,8 @@ async fn wait_for_stop(server: &NodeServer, exit_with_parent: bool) -> anyhow::R
                 if exit_with_parent && std::os::unix::process::parent_id() != parent {
                     return Ok(Stop::ParentExited);
                 }
-                let failed = server
-                    .node()
-                    .metrics()
-                    .and_then(|metrics| metrics.running_state.err());
-                if let Some(fatal) = failed {
-                    return Ok(Stop::RaftFailed(fatal.to_string()));
+                if let Some(fatal) = failed() {
+                    return Ok(Stop::Failed(fatal));
                 }
             }
         }
@@ -227,6 +301,9 @@ async fn wait_for_stop(server: &NodeServer, exit_with_parent: bool) -> anyhow::R
 }
 
 pub fn run(args: NodeArgs) -> anyhow::Result<i32> {
+    if args.role != Role::Metadata {
+        return run_member(args);
+    }
     let config = config(&args)?;
     init_tracing();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -237,7 +314,14 @@ pub fn run(args: NodeArgs) -> anyhow::Result<i32> {
         let server = NodeServer::start(config)
             .await
             .with_context(|| format!("node {} did not start", args.id))?;
-        let stop = wait_for_stop(&server, args.exit_with_parent).await?;
+        let stop = wait_for_stop(args.exit_with_parent, || {
+            server
+                .node()
+                .metrics()
+                .and_then(|metrics| metrics.running_state.err())
+                .map(|fatal| format!("raft: {fatal}"))
+        })
+        .await?;
         tracing::info!(node = args.id, reason = %stop, "stopping");
         if tokio::time::timeout(SHUTDOWN_BOUND, server.shutdown())
             .await
@@ -250,7 +334,51 @@ pub fn run(args: NodeArgs) -> anyhow::Result<i32> {
         }
         anyhow::Ok(match stop {
             Stop::Signal(_) | Stop::ParentExited => 0,
-            Stop::RaftFailed(_) => {
+            Stop::Failed(_) => {
+                eprintln!("helios node {}: {stop}", args.id);
+                1
+            }
+        })
+    })?;
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    Ok(code)
+}
+
+/// Runs a storage or witness node.
+fn run_member(args: NodeArgs) -> anyhow::Result<i32> {
+    let config = member_config(&args)?;
+    init_tracing();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let code = runtime.block_on(async {
+        let server = MemberServer::start(config).await.with_context(|| {
+            format!(
+                "{:?} node {} of shard {:?} did not start",
+                args.role, args.id, args.shard
+            )
+        })?;
+        let stop = wait_for_stop(args.exit_with_parent, || {
+            server
+                .status()
+                .stopped
+                .then(|| "the member could not save its state".to_string())
+        })
+        .await?;
+        tracing::info!(node = args.id, reason = %stop, "stopping");
+        if tokio::time::timeout(SHUTDOWN_BOUND, server.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                node = args.id,
+                "shutdown took longer than {SHUTDOWN_BOUND:?}"
+            );
+        }
+        anyhow::Ok(match stop {
+            Stop::Signal(_) | Stop::ParentExited => 0,
+            Stop::Failed(_) => {
                 eprintln!("helios node {}: {stop}", args.id);
                 1
             }

@@ -69,6 +69,7 @@ fn start_cluster(n_nodes: usize) -> TestCluster {
         binary: env!("CARGO_BIN_EXE_helios").into(),
         dir: dir.path().to_path_buf(),
         n_nodes,
+        n_shards: 0,
         ports: Ports::Free,
         node_args: Vec::new(),
         rust_log: Some("info,openraft=warn".to_string()),

@@ -119,6 +119,7 @@ fn starter(target: Target, n_nodes: usize, op_timeout: Duration) -> anyhow::Resu
                     binary,
                     dir: run_dir.join("cluster"),
                     n_nodes,
+                    n_shards: 0,
                     ports: Ports::Free,
                     node_args: Vec::new(),
                     rust_log: Some(NODE_LOG_FILTER.to_owned()),

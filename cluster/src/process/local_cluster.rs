@@ -16,12 +16,15 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use super::client::{AdminClient, AdminError, ClientOptions, MetadataClient};
+use super::manifest::ShardMemberEntry;
 use super::manifest::{
     send_signal, stop_all, ClusterManifest, ManifestError, ManifestNode, StopOutcome,
     MANIFEST_VERSION,
 };
 use super::protocol::NodeStatus;
+use super::shard_client::{MemberAddrs, ShardClient};
 use crate::metadata::NodeId;
+use crate::replication::{ReplicationError, ShardMembers};
 
 /// How a node process is told its port.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +44,10 @@ pub struct LocalClusterSpec {
     pub dir: PathBuf,
     /// The number of metadata nodes; their ids are `1..=n_nodes`.
     pub n_nodes: usize,
+    /// The number of replicated shards: each is two data nodes and a witness, members `3s`,
+    /// `3s + 1` (the first primary) and `3s + 2`, whose processes have ids
+    /// [`SHARD_PROCESS_BASE`] + member.
+    pub n_shards: usize,
     /// Their ports on 127.0.0.1.
     pub ports: Ports,
     /// Extra arguments for every node (timings, for example).
@@ -78,6 +85,15 @@ pub enum LocalClusterError {
         /// The error.
         #[source]
         source: AdminError,
+    },
+    /// A shard member's admin request failed.
+    #[error("shard member process {id}: {source}")]
+    Member {
+        /// The member's process id.
+        id: NodeId,
+        /// The error.
+        #[source]
+        source: ReplicationError,
     },
     /// No leader emerged within the bound.
     #[error("no leader among nodes {among:?} after {after:?}; last statuses: {statuses}")]
@@ -117,6 +133,14 @@ pub fn pick_free_ports(n: usize) -> std::io::Result<Vec<u16>> {
         .collect()
 }
 
+/// The process id of shard member `m` is this plus `m`, apart from the metadata ids `1..=n`.
+pub const SHARD_PROCESS_BASE: NodeId = 100;
+
+/// The process id of shard member `member`.
+pub fn member_process(member: NodeId) -> NodeId {
+    SHARD_PROCESS_BASE + member
+}
+
 /// How often the polling helpers look again.
 const POLL: Duration = Duration::from_millis(10);
 /// The bound on a killed process's exit.
@@ -144,8 +168,9 @@ impl LocalCluster {
         std::fs::create_dir_all(&spec.dir).map_err(io(format!("create {}", spec.dir.display())))?;
         let dir = std::fs::canonicalize(&spec.dir)
             .map_err(io(format!("resolve {}", spec.dir.display())))?;
+        let n_processes = spec.n_nodes + 3 * spec.n_shards;
         let ports = match spec.ports {
-            Ports::Base(base) => (0..spec.n_nodes)
+            Ports::Base(base) => (0..n_processes)
                 .map(|i| {
                     u16::try_from(usize::from(base) + i).map_err(|_| LocalClusterError::Io {
                         what: format!("port {base} + {i}"),
@@ -153,7 +178,7 @@ impl LocalCluster {
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?,
-            Ports::Free => pick_free_ports(spec.n_nodes).map_err(io("pick free ports"))?,
+            Ports::Free => pick_free_ports(n_processes).map_err(io("pick free ports"))?,
         };
         let ids: Vec<NodeId> = (1..=spec.n_nodes as NodeId).collect();
         let addrs: BTreeMap<NodeId, String> = ids
@@ -166,7 +191,7 @@ impl LocalCluster {
             .map(|(id, addr)| format!("{id}={addr}"))
             .collect::<Vec<_>>()
             .join(",");
-        let nodes = ids
+        let mut nodes: Vec<ManifestNode> = ids
             .iter()
             .map(|&id| {
                 let data_dir = dir.join(format!("node-{id}"));
@@ -197,9 +222,17 @@ impl LocalCluster {
                     data_dir,
                     log_file: dir.join(format!("node-{id}.log")),
                     args,
+                    shard_member: None,
                 }
             })
             .collect();
+        nodes.extend(shard_entries(
+            &dir,
+            spec.n_shards,
+            &ports[spec.n_nodes..],
+            spec.exit_with_parent,
+        ));
+        let process_ids: Vec<NodeId> = nodes.iter().map(|node| node.id).collect();
         let mut cluster = Self {
             dir,
             manifest: ClusterManifest {
@@ -212,7 +245,7 @@ impl LocalCluster {
             paused: BTreeSet::new(),
             kill_on_drop: true,
         };
-        for id in ids {
+        for id in process_ids {
             cluster.spawn(id)?;
         }
         cluster.manifest.save(&cluster.dir)?;
@@ -271,14 +304,119 @@ impl LocalCluster {
         &self.manifest
     }
 
-    /// The node ids, in order.
+    /// The metadata node ids, in order.
     pub fn ids(&self) -> Vec<NodeId> {
-        self.manifest.nodes.iter().map(|n| n.id).collect()
+        self.manifest
+            .nodes
+            .iter()
+            .filter(|n| n.shard_member.is_none())
+            .map(|n| n.id)
+            .collect()
     }
 
-    /// Every node's address.
+    /// Every metadata node's address.
     pub fn addresses(&self) -> BTreeMap<NodeId, String> {
-        self.manifest.addresses()
+        self.manifest
+            .nodes
+            .iter()
+            .filter(|n| n.shard_member.is_none())
+            .map(|n| (n.id, n.addr.clone()))
+            .collect()
+    }
+
+    /// How many replicated shards the cluster has.
+    pub fn shard_count(&self) -> usize {
+        self.manifest
+            .nodes
+            .iter()
+            .filter_map(|n| n.shard_member)
+            .map(|m| m.shard + 1)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The members of `shard`: data nodes `3s` (first primary) and `3s + 1`, witness `3s + 2`.
+    pub fn shard_members(&self, shard: usize) -> ShardMembers {
+        let base = 3 * shard as NodeId;
+        ShardMembers {
+            replicas: [base, base + 1],
+            witness: base + 2,
+        }
+    }
+
+    /// A client of every shard member, with `call_timeout` on each call.
+    pub fn shard_client(&self, call_timeout: Duration) -> ShardClient {
+        let addrs: MemberAddrs = self
+            .manifest
+            .nodes
+            .iter()
+            .filter_map(|n| {
+                n.shard_member
+                    .map(|m| ((m.shard, m.member), n.addr.clone()))
+            })
+            .collect();
+        ShardClient::new(addrs, call_timeout)
+    }
+
+    /// Waits until a data node of `shard` acts as primary (named by its record, holding a
+    /// lease), and returns its member id. Polls every 10 ms; bounded by `bound`.
+    pub async fn wait_for_primary(
+        &self,
+        shard: usize,
+        bound: Duration,
+    ) -> Result<NodeId, LocalClusterError> {
+        let client = self.shard_client(Duration::from_secs(1));
+        let members = self.shard_members(shard);
+        let deadline = Instant::now() + bound;
+        let statuses = loop {
+            let mut seen = Vec::new();
+            for member in members.replicas {
+                match client.status(shard, member).await {
+                    Ok(status) if status.is_primary => return Ok(member),
+                    Ok(status) => seen.push(format!("{member}: {:?}", status.record)),
+                    Err(error) => seen.push(format!("{member}: {error}")),
+                }
+            }
+            if Instant::now() >= deadline {
+                break seen.join("; ");
+            }
+            tokio::time::sleep(POLL).await;
+        };
+        Err(LocalClusterError::NoLeader {
+            among: members.replicas.to_vec(),
+            after: bound,
+            statuses,
+        })
+    }
+
+    /// Cuts shard member `member` off from the other members of its shard, both ways (through
+    /// the peer filters of all three).
+    pub async fn isolate_member(&self, member: NodeId) -> Result<(), LocalClusterError> {
+        let shard = (member / 3) as usize;
+        let client = self.shard_client(Duration::from_secs(2));
+        let members = self.shard_members(shard);
+        let others: Vec<NodeId> = [members.replicas[0], members.replicas[1], members.witness]
+            .into_iter()
+            .filter(|&m| m != member)
+            .collect();
+        tracing::warn!(shard, member, "isolate shard member");
+        let admin = |id: NodeId| {
+            move |source: ReplicationError| LocalClusterError::Member {
+                id: member_process(id),
+                source,
+            }
+        };
+        client
+            .block_peers(shard, member, &others)
+            .await
+            .map_err(admin(member))?;
+        for other in others {
+            client
+                .block_peers(shard, other, &[member])
+                .await
+                .map_err(admin(other))?;
+        }
+        Ok(())
     }
 
     /// A client of the whole group.
@@ -412,8 +550,8 @@ impl LocalCluster {
         self.partition(&[vec![id], rest]).await
     }
 
-    /// Empties the peer filter of every node that runs and is not paused (a killed node starts
-    /// with an empty filter; a paused one would not answer within the bound).
+    /// Empties the peer filter of every node and shard member that runs and is not paused (a
+    /// killed node starts with an empty filter; a paused one would not answer within the bound).
     pub async fn heal(&mut self) -> Result<(), LocalClusterError> {
         tracing::warn!("heal");
         for id in self.ids() {
@@ -424,6 +562,22 @@ impl LocalCluster {
                 .unblock_all_peers()
                 .await
                 .map_err(|source| LocalClusterError::Admin { id, source })?;
+        }
+        let client = self.shard_client(Duration::from_secs(2));
+        let members: Vec<(NodeId, ShardMemberEntry)> = self
+            .manifest
+            .nodes
+            .iter()
+            .filter_map(|n| n.shard_member.map(|m| (n.id, m)))
+            .collect();
+        for (id, entry) in members {
+            if !self.is_running(id) || self.paused.contains(&id) {
+                continue;
+            }
+            client
+                .unblock_all_peers(entry.shard, entry.member)
+                .await
+                .map_err(|source| LocalClusterError::Member { id, source })?;
         }
         Ok(())
     }
@@ -447,6 +601,69 @@ impl LocalCluster {
         std::mem::take(&mut self.children);
         self.manifest.clone()
     }
+}
+
+/// The manifest entries of `n_shards` shards' members, listening on `ports` (three per shard).
+fn shard_entries(
+    dir: &Path,
+    n_shards: usize,
+    ports: &[u16],
+    exit_with_parent: bool,
+) -> Vec<ManifestNode> {
+    let mut entries = Vec::new();
+    for shard in 0..n_shards {
+        let base = 3 * shard as NodeId;
+        let addr = |member: NodeId| format!("127.0.0.1:{}", ports[member as usize]);
+        let peers = (base..base + 3)
+            .map(|m| format!("{m}={}", addr(m)))
+            .collect::<Vec<_>>()
+            .join(",");
+        for member in base..base + 3 {
+            let witness = member == base + 2;
+            let (role, name) = if witness {
+                ("witness", format!("witness-{member}"))
+            } else {
+                ("storage", format!("storage-{member}"))
+            };
+            let data_dir = dir.join(&name);
+            let mut args: Vec<String> = vec![
+                "node".into(),
+                "--role".into(),
+                role.into(),
+                "--shard".into(),
+                shard.to_string(),
+                "--id".into(),
+                member.to_string(),
+                "--listen".into(),
+                addr(member),
+                "--peers".into(),
+                peers.clone(),
+                "--first-primary".into(),
+                base.to_string(),
+            ];
+            if !witness {
+                args.extend(["--witness".into(), (base + 2).to_string()]);
+            }
+            args.extend(["--data-dir".into(), data_dir.display().to_string()]);
+            if exit_with_parent {
+                args.push("--exit-with-parent".into());
+            }
+            entries.push(ManifestNode {
+                id: member_process(member),
+                addr: addr(member),
+                pid: 0,
+                data_dir,
+                log_file: dir.join(format!("{name}.log")),
+                args,
+                shard_member: Some(ShardMemberEntry {
+                    shard,
+                    member,
+                    witness,
+                }),
+            });
+        }
+    }
+    entries
 }
 
 /// Waits, polling and bounded, for a signalled child to exit.

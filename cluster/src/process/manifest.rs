@@ -36,6 +36,20 @@ pub struct ManifestNode {
     pub log_file: PathBuf,
     /// The arguments it was started with, after the binary.
     pub args: Vec<String>,
+    /// For a data node or witness of a replicated shard: which; absent for a metadata node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard_member: Option<ShardMemberEntry>,
+}
+
+/// Which member of which shard a node process is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardMemberEntry {
+    /// The shard.
+    pub shard: usize,
+    /// The member's id within the shard's protocol.
+    pub member: NodeId,
+    /// Whether it is the witness (else a data node).
+    pub witness: bool,
 }
 
 /// A local cluster as `cluster.json` records it.
@@ -287,6 +301,7 @@ mod tests {
                 data_dir: dir.path().join("node-1"),
                 log_file: dir.path().join("node-1.log"),
                 args: vec!["node".into()],
+                shard_member: None,
             }],
         };
         manifest.save(dir.path()).expect("saves");
