@@ -1,6 +1,8 @@
 //! The chaos suite: the register workload through a real metadata cluster under scripted faults,
 //! each scenario first against `helios node` processes on loopback, then against the same five
-//! nodes in Docker containers when a Docker engine answers. Every run is recorded and checked:
+//! nodes in Docker containers when a Docker engine answers; and the register workload through
+//! replicated shards of data node and witness processes (a primary isolated during writes,
+//! pauses of the witness, a rolling restart of every member), against processes only. Every run is recorded and checked:
 //! the checker must say `valid`, every key must be served after the heal, and the recovery time
 //! (RTO, as the checker's timing report defines it) of every fault must stay under the seed's
 //! fail-over floor, [`RTO_FLOOR_MS`]. Each RTO is also printed against the tighter goal,
@@ -33,6 +35,10 @@ use helios_cluster::process::{
     docker_available, pick_free_ports, DockerClusterSpec, LocalClusterSpec, Ports, DOCKER_NODES,
 };
 use helios_workload::client::RunProgress;
+use helios_workload::replicated::runner::{run_replicated_on, StartReplicaTarget};
+use helios_workload::replicated::schedule::PlannedReplicationFault;
+use helios_workload::replicated::target::SharedReplicaTarget;
+use helios_workload::replicated::{ReplicatedRunConfig, ReplicationFaultKind, ShardProcessTarget};
 use helios_workload::runner::{run_on, StartTarget, STARTUP_TIMEOUT};
 use helios_workload::schedule::{FaultAction, NemesisKind, NodeTarget, PlannedFault};
 use helios_workload::target::{DockerTarget, FaultTarget, ProcessTarget};
@@ -402,6 +408,247 @@ fn partition_of_the_leader_during_writes() {
         seed: 4,
         time: Duration::from_secs(24),
         nemesis: vec![NemesisKind::IsolateLeader],
+        faults,
+    });
+}
+
+// Replicated shards: data nodes and witnesses as `helios node --role storage|witness`
+// processes. The Docker half is not run for these: docker/docker-compose.yml holds the metadata
+// group only (see the note printed by `shard_scenario`).
+
+/// One replicated scenario: its faults on shards of two data nodes and a witness each.
+struct ShardScenario {
+    name: &'static str,
+    seed: u64,
+    time: Duration,
+    shards: usize,
+    faults: Vec<PlannedReplicationFault>,
+}
+
+fn shard_fault(
+    start_ms: u64,
+    duration_ms: u64,
+    kind: ReplicationFaultKind,
+    shard: usize,
+) -> PlannedReplicationFault {
+    PlannedReplicationFault {
+        start: Duration::from_millis(start_ms),
+        end: Duration::from_millis(start_ms + duration_ms),
+        kind,
+        shard,
+    }
+}
+
+/// Runs `scenario` against shard member processes, checks it, prints the checker's and the
+/// harness's recovery of every fault, and asserts the verdict, liveness, that every fault was
+/// applied, and each fault's RTO.
+fn shard_scenario(scenario: ShardScenario) {
+    let _serial = serial();
+    let mut kinds: Vec<ReplicationFaultKind> = scenario.faults.iter().map(|f| f.kind).collect();
+    kinds.dedup();
+    let config = ReplicatedRunConfig {
+        nemesis: kinds,
+        time: scenario.time,
+        concurrency: 6,
+        seed: scenario.seed,
+        shards: scenario.shards,
+        keys: 2 * scenario.shards,
+        op_timeout: SHARD_OP_TIMEOUT,
+        rate: 300.0,
+        schedule: Some(scenario.faults.clone()),
+        store_dir: std::env::var_os("HELIOS_CHAOS_STORE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repository().join("target/chaos-runs"))
+            .join(format!("{}-processes", scenario.name)),
+        ..ReplicatedRunConfig::default()
+    };
+    config.validate().expect("a valid scenario");
+    eprintln!(
+        "chaos: {} against shard processes (seed {}, {} shards, {} faults, {:?})",
+        scenario.name,
+        config.seed,
+        config.shards,
+        scenario.faults.len(),
+        config.time
+    );
+    let binary = helios_binary().to_path_buf();
+    let shards = config.shards;
+    let start: StartReplicaTarget = Box::new(move |run_dir| {
+        let spec = LocalClusterSpec {
+            binary,
+            dir: run_dir.join("cluster"),
+            n_nodes: 0,
+            n_shards: shards,
+            ports: Ports::Free,
+            node_args: Vec::new(),
+            rust_log: Some("info".to_owned()),
+            exit_with_parent: true,
+        };
+        Box::pin(async move {
+            let target = ShardProcessTarget::start(spec, SHARD_OP_TIMEOUT, STARTUP_TIMEOUT).await?;
+            Ok(Arc::new(target) as SharedReplicaTarget)
+        })
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let outcome = runtime
+        .block_on(run_replicated_on(
+            &config,
+            Arc::new(RunProgress::default()),
+            start,
+        ))
+        .unwrap_or_else(|error| panic!("{}: {error}", scenario.name));
+    runtime.shutdown_timeout(Duration::from_secs(5));
+
+    let options = CheckOptions {
+        timeout: Some(Duration::from_secs(120)),
+        ..CheckOptions::default()
+    };
+    let report = check_file(&outcome.history_path, &options).expect("a readable history");
+    let history = outcome.history_path.display();
+    let timing = report.timing.as_ref().expect("a timed history");
+    eprintln!(
+        "chaos: {} on shard processes: {} ({} ops), history {history}",
+        scenario.name, report.verdict, report.n_ops
+    );
+    for (fault, harness) in timing.faults.iter().zip(&outcome.harness_recoveries) {
+        eprintln!(
+            "  {:<16} {:>7.2} s  targets {}  disrupted {:>3}  RTO {}  harness {}",
+            fault.fault,
+            fault.start_ns.unwrap_or(0) as f64 / 1e9,
+            fault.targets,
+            fault.affected_ops,
+            fault
+                .rto_ms
+                .map_or("not recovered".to_owned(), |rto| format!("{rto:.0} ms")),
+            harness
+                .rto_ms
+                .map_or("-".to_owned(), |rto| format!("{rto:.0} ms")),
+        );
+    }
+    assert_eq!(
+        report.verdict,
+        Verdict::Valid,
+        "{history}:\n{}",
+        report.summary()
+    );
+    assert!(
+        outcome.final_reads.iter().all(|read| read.served()),
+        "{history}: a key was not served after the heal: {:?}",
+        outcome.final_reads
+    );
+    assert_eq!(outcome.faults.len(), scenario.faults.len(), "{history}");
+    assert_eq!(timing.faults.len(), scenario.faults.len(), "{history}");
+    for fault in &timing.faults {
+        let rto = fault
+            .rto_ms
+            .unwrap_or_else(|| panic!("{history}: no recovery from {fault:?}"));
+        if rto >= RTO_GOAL_MS {
+            println!(
+                "chaos: RTO {rto:.0} ms of {} at {:?} ns is over the {RTO_GOAL_MS} ms goal",
+                fault.fault, fault.start_ns
+            );
+        }
+        assert!(
+            rto < RTO_FLOOR_MS,
+            "{history}: RTO {rto:.0} ms of {} at {:?} ns is over the {RTO_FLOOR_MS} ms floor",
+            fault.fault,
+            fault.start_ns
+        );
+    }
+    eprintln!(
+        "chaos: {}: the Docker half was SKIPPED: docker/docker-compose.yml runs the metadata \
+         group only, not replicated shards",
+        scenario.name
+    );
+}
+
+/// The bound on each client operation against shard processes: longer than the in-process
+/// default, as every write waits for two fsyncs (primary and mirror).
+const SHARD_OP_TIMEOUT: Duration = Duration::from_millis(200);
+
+#[test]
+#[ignore = "chaos suite: real processes, ~30 s; cargo test --test chaos -- --ignored"]
+fn primary_isolated_during_writes() {
+    // Cut each shard's primary off from its mirror and witness (peer filters; clients still
+    // reach it) while clients write: the witness promotes the mirror, and the isolated primary
+    // must stop acknowledging once its lease lapses.
+    let faults = (0..4)
+        .map(|i| {
+            shard_fault(
+                2_000 + 3_500 * i,
+                1_500,
+                ReplicationFaultKind::IsolatePrimary,
+                (i % 2) as usize,
+            )
+        })
+        .collect();
+    shard_scenario(ShardScenario {
+        name: "primary-isolated",
+        seed: 11,
+        time: Duration::from_secs(20),
+        shards: 2,
+        faults,
+    });
+}
+
+#[test]
+#[ignore = "chaos suite: real processes, ~30 s; cargo test --test chaos -- --ignored"]
+fn pauses_of_the_witness() {
+    // SIGSTOP the witness of each shard, twice, and once each primary: a paused witness must
+    // not stop a healthy primary, and a primary that wakes from a pause must not serve on a
+    // lapsed lease.
+    let faults = vec![
+        shard_fault(2_000, 1_500, ReplicationFaultKind::PauseWitness, 0),
+        shard_fault(5_000, 1_500, ReplicationFaultKind::PauseWitness, 1),
+        shard_fault(8_000, 1_500, ReplicationFaultKind::PausePrimary, 0),
+        shard_fault(11_000, 1_500, ReplicationFaultKind::PauseWitness, 0),
+        shard_fault(14_000, 1_500, ReplicationFaultKind::PausePrimary, 1),
+    ];
+    shard_scenario(ShardScenario {
+        name: "witness-pauses",
+        seed: 12,
+        time: Duration::from_secs(22),
+        shards: 2,
+        faults,
+    });
+}
+
+#[test]
+#[ignore = "chaos suite: real processes, ~30 s; cargo test --test chaos -- --ignored"]
+fn rolling_restart_of_every_shard_member() {
+    // SIGKILL and restart from the data directory: the primary (so the mirror takes over), the
+    // new primary (so the first comes back as primary), then the witness; on each shard.
+    let mut faults = Vec::new();
+    for shard in 0..2 {
+        let base = 2_000 + 7_500 * shard as u64;
+        faults.push(shard_fault(
+            base,
+            1_000,
+            ReplicationFaultKind::KillPrimary,
+            shard,
+        ));
+        faults.push(shard_fault(
+            base + 2_500,
+            1_000,
+            ReplicationFaultKind::KillPrimary,
+            shard,
+        ));
+        faults.push(shard_fault(
+            base + 5_000,
+            1_000,
+            ReplicationFaultKind::KillWitness,
+            shard,
+        ));
+    }
+    shard_scenario(ShardScenario {
+        name: "shard-rolling-restart",
+        seed: 13,
+        time: Duration::from_secs(24),
+        shards: 2,
         faults,
     });
 }

@@ -10,14 +10,20 @@ use std::fmt::Write;
 use anyhow::Context;
 use helios_checker::check::{check_file, CheckOptions, Report};
 use helios_checker::Verdict;
+use helios_cluster::process::{LocalClusterSpec, Ports};
 use helios_workload::replicated::failover::HarnessRecovery;
+use helios_workload::replicated::runner::{run_replicated_on, StartReplicaTarget};
+use helios_workload::replicated::target::SharedReplicaTarget;
 use helios_workload::replicated::{
-    run_replicated as run_workload, ReplicatedRunConfig, ReplicatedRunOutcome, ReplicationFaultKind,
+    run_replicated as run_workload, ReplicatedRunConfig, ReplicatedRunOutcome,
+    ReplicationFaultKind, ShardProcessTarget,
 };
+use helios_workload::runner::STARTUP_TIMEOUT;
 use serde::Serialize;
 use serde_json::json;
 
 use super::summary::{write_faults, write_operations};
+use super::target::{Target, NODE_LOG_FILTER};
 use super::{conclude, drive_with_progress, random_seed, RunArgs, UnsafeMode};
 
 /// The agreement the issue asks for between the checker's RTO and the harness's.
@@ -66,12 +72,49 @@ pub fn run_replicated(args: &RunArgs) -> anyhow::Result<i32> {
              INVALID; it exists to show that the checker catches it."
         );
     }
+    let processes = args.target == Target::Processes;
+    if processes && (config.unsafe_async_replication || config.unsafe_no_fencing) {
+        anyhow::bail!("the --unsafe replication modes are modes of the embedded cluster only");
+    }
+    let binary = std::env::current_exe().context("cannot find the helios binary")?;
     let outcome = drive_with_progress(args, config.time, |progress| {
         let config = config.clone();
-        async move { run_workload(&config, progress).await }
+        async move {
+            if processes {
+                let start = process_starter(binary, config.shards, config.op_timeout);
+                run_replicated_on(&config, progress, start).await
+            } else {
+                run_workload(&config, progress).await
+            }
+        }
     })
     .with_context(|| format!("replicated run with seed {} failed", config.seed))?;
     report_replicated(args, &config, &outcome)
+}
+
+/// Starts `shards` replicated shards of member processes in the run's directory.
+fn process_starter(
+    binary: std::path::PathBuf,
+    shards: usize,
+    op_timeout: std::time::Duration,
+) -> StartReplicaTarget {
+    Box::new(move |run_dir| {
+        let spec = LocalClusterSpec {
+            binary,
+            dir: run_dir.join("cluster"),
+            n_nodes: 0,
+            n_shards: shards,
+            ports: Ports::Free,
+            node_args: Vec::new(),
+            rust_log: Some(NODE_LOG_FILTER.to_owned()),
+            // A run that dies leaves no process behind.
+            exit_with_parent: true,
+        };
+        Box::pin(async move {
+            let target = ShardProcessTarget::start(spec, op_timeout, STARTUP_TIMEOUT).await?;
+            Ok(std::sync::Arc::new(target) as SharedReplicaTarget)
+        })
+    })
 }
 
 fn replicated_config(args: &RunArgs) -> anyhow::Result<ReplicatedRunConfig> {
@@ -131,7 +174,7 @@ fn report_replicated(
         "verdict": verdict,
         "config": {
             "workload": "register",
-            "target": "replication",
+            "target": if args.target == Target::Processes { "processes" } else { "replication" },
             "nemesis": config.nemesis.iter().map(|kind| kind.as_str()).collect::<Vec<_>>(),
             "time_ms": config.time.as_millis() as u64,
             "healed_phase_ms": config.healed_phase().as_millis() as u64,

@@ -30,7 +30,7 @@ pub enum Target {
 }
 
 impl Target {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Target::Embedded => "embedded",
             Target::Processes => "processes",
@@ -41,7 +41,7 @@ impl Target {
 
 /// `RUST_LOG` of node processes started for a run: their own log lines, without openraft's
 /// routine complaints about lost messages.
-const NODE_LOG_FILTER: &str = "info,openraft=warn";
+pub(super) const NODE_LOG_FILTER: &str = "info,openraft=warn";
 
 /// How long the containers may take to elect a leader: `docker-compose up` returns before the
 /// nodes serve.
@@ -61,9 +61,20 @@ fn docker_spec(dir: &std::path::Path) -> anyhow::Result<DockerClusterSpec> {
 
 /// Runs the register workload against real node processes; returns the checker's exit code.
 pub fn run_on_target(args: &RunArgs, target: Target) -> anyhow::Result<i32> {
-    if args.workload != "register" || replicated::wants_replication(args) {
+    if args.workload == "register" && replicated::wants_replication(args) {
+        if target != Target::Processes {
+            bail!(
+                "--target {} runs the metadata group only; replicated shards run embedded or as \
+                 --target processes",
+                target.as_str()
+            );
+        }
+        return replicated::run_replicated(args);
+    }
+    if args.workload != "register" {
         bail!(
-            "--target {} runs the register workload on the metadata group only",
+            "--target {} runs the register workload (on the metadata group, or on replicated \
+             shards when --nemesis names a replication fault)",
             target.as_str()
         );
     }

@@ -164,7 +164,10 @@ impl LocalCluster {
     /// Creates the directory, starts every node, and writes `cluster.json`. Does not wait for a
     /// leader: see [`LocalCluster::wait_for_leader`].
     pub fn start(spec: LocalClusterSpec) -> Result<Self, LocalClusterError> {
-        assert!(spec.n_nodes >= 1, "a cluster needs at least one node");
+        assert!(
+            spec.n_nodes + spec.n_shards >= 1,
+            "a cluster needs at least one node or shard"
+        );
         std::fs::create_dir_all(&spec.dir).map_err(io(format!("create {}", spec.dir.display())))?;
         let dir = std::fs::canonicalize(&spec.dir)
             .map_err(io(format!("resolve {}", spec.dir.display())))?;
@@ -435,6 +438,11 @@ impl LocalCluster {
             Some(child) => matches!(child.try_wait(), Ok(None)),
             None => false,
         }
+    }
+
+    /// Whether node `id` was stopped with SIGSTOP and not resumed since.
+    pub fn is_paused(&self, id: NodeId) -> bool {
+        self.paused.contains(&id)
     }
 
     /// Node `id`'s status.

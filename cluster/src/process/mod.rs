@@ -26,7 +26,8 @@ pub use docker_cluster::{
     COMPOSE_BOUND, CONTAINER_PORT, DOCKER_COMMAND_BOUND, DOCKER_NODES,
 };
 pub use local_cluster::{
-    pick_free_ports, LocalCluster, LocalClusterError, LocalClusterSpec, Ports,
+    member_process, pick_free_ports, LocalCluster, LocalClusterError, LocalClusterSpec, Ports,
+    SHARD_PROCESS_BASE,
 };
 pub use manifest::{
     process_state, stop_all, ClusterManifest, ManifestError, ManifestNode, ProcessState,

@@ -236,16 +236,19 @@ impl Host for ProcessHost {
         if state.stopped {
             return None;
         }
-        let actions = state.member.step(now, event);
+        Some(state.member.step(now, event))
+    }
+
+    fn persist(&mut self) -> bool {
+        let mut state = self.shared.state();
         let State { member, disk, .. } = &mut *state;
         // Blocking on the disk is this task's job: nothing may be sent before the save.
-        let saved = member.save_to(disk);
-        if let Err(error) = saved {
+        if let Err(error) = member.save_to(disk) {
             tracing::error!(node = self.shared.id, %error, "save failed; the member stops");
             state.stopped = true;
-            return None;
+            return false;
         }
-        Some(actions)
+        true
     }
 
     fn send(&self, to: NodeId, message: Message) {

@@ -350,14 +350,21 @@ impl NodeShared {
     }
 }
 
-/// What the event loop needs of the place a member lives: stepping it (and making what the step
-/// changed durable before anything is sent), and sending its messages.
+/// What the event loop needs of the place a member lives: stepping it, making what the steps
+/// changed durable before anything is sent, and sending its messages.
 pub(crate) trait Host: Send + 'static {
     /// Steps the member with `event`; `None` once this incarnation is over.
     fn step(&mut self, event: Event) -> Option<Vec<Action>>;
+    /// Makes durable what the steps since the last call changed; `false` if that failed, which
+    /// ends the incarnation (nothing stepped since is acted on).
+    fn persist(&mut self) -> bool;
     /// Sends `message` to member `to`; a message that cannot go is lost.
     fn send(&self, to: NodeId, message: Message);
 }
+
+/// The most events stepped before one save (group commit): what is already queued when the
+/// loop wakes, up to this many.
+const MAX_BATCH: usize = 64;
 
 /// A member of an in-process cluster: its state lives in the shared node; `generation` is the
 /// start this task serves.
@@ -369,6 +376,11 @@ struct InProcess {
 impl Host for InProcess {
     fn step(&mut self, event: Event) -> Option<Vec<Action>> {
         self.shared.step(self.generation, event)
+    }
+
+    /// In process, durable state is whatever the member holds when it is killed.
+    fn persist(&mut self) -> bool {
+        true
     }
 
     fn send(&self, to: NodeId, message: Message) {
@@ -389,8 +401,10 @@ async fn run(
 }
 
 /// The event loop of one member: one event at a time, in arrival order (a message, a client
-/// call, or a clock tick every `tick`); a paused member handles nothing. Returns when the
-/// host says the incarnation is over.
+/// call, or a clock tick every `tick`); a paused member handles nothing. Events already queued
+/// when the loop wakes are stepped together (at most [`MAX_BATCH`]), then saved once, then
+/// acted on: a group commit, so a burst of writes costs one save, not one each. Returns when
+/// the host says the incarnation is over.
 pub(crate) async fn drive<H: Host>(
     mut host: H,
     tick: Duration,
@@ -402,33 +416,55 @@ pub(crate) async fn drive<H: Host>(
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut replies: BTreeMap<RequestId, Reply> = BTreeMap::new();
     let mut next_request: RequestId = 0;
+    let mut into_event = |call: ClientCall, replies: &mut BTreeMap<RequestId, Reply>| {
+        let request = next_request;
+        next_request += 1;
+        match call.op {
+            ClientOp::Write { key, value } => {
+                replies.insert(request, call.reply);
+                Event::ClientWrite {
+                    request,
+                    key,
+                    value,
+                }
+            }
+            ClientOp::Read { key } => {
+                replies.insert(request, call.reply);
+                Event::ClientRead { request, key }
+            }
+            ClientOp::ForcePromotion => {
+                let _ = call.reply.send(Ok(ClientOutput::Accepted));
+                Event::ForcePromotion
+            }
+        }
+    };
     loop {
         let event = tokio::select! {
             Some((from, message)) = inbox.recv() => Event::Receive { from, message },
-            Some(call) = client_calls.recv() => {
-                let request = next_request;
-                next_request += 1;
-                match call.op {
-                    ClientOp::Write { key, value } => {
-                        replies.insert(request, call.reply);
-                        Event::ClientWrite { request, key, value }
-                    }
-                    ClientOp::Read { key } => {
-                        replies.insert(request, call.reply);
-                        Event::ClientRead { request, key }
-                    }
-                    ClientOp::ForcePromotion => {
-                        let _ = call.reply.send(Ok(ClientOutput::Accepted));
-                        Event::ForcePromotion
-                    }
-                }
-            }
+            Some(call) = client_calls.recv() => into_event(call, &mut replies),
             _ = ticker.tick() => Event::Tick,
         };
         gate.wait_resumed().await;
-        let Some(actions) = host.step(event) else {
+        let mut events = vec![event];
+        while events.len() < MAX_BATCH {
+            if let Ok((from, message)) = inbox.try_recv() {
+                events.push(Event::Receive { from, message });
+            } else if let Ok(call) = client_calls.try_recv() {
+                events.push(into_event(call, &mut replies));
+            } else {
+                break;
+            }
+        }
+        let mut actions = Vec::new();
+        for event in events {
+            let Some(more) = host.step(event) else {
+                return;
+            };
+            actions.extend(more);
+        }
+        if !host.persist() {
             return;
-        };
+        }
         for action in actions {
             match action {
                 Action::Send { to, message } => host.send(to, message),

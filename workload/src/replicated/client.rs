@@ -19,11 +19,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use helios_cluster::metadata::NodeId;
-use helios_cluster::replication::{ReplicationCluster, ReplicationError};
+use helios_cluster::replication::ReplicationError;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use super::replica_node_name;
+use super::target::SharedReplicaTarget;
 use crate::client::RunProgress;
 use crate::history::{EventDraft, EventType, Function, Process};
 use crate::recorder::Recorder;
@@ -79,7 +80,7 @@ impl AckLog {
 #[derive(Debug, Clone)]
 pub struct ReplicatedContext {
     /// The cluster under test.
-    pub cluster: Arc<ReplicationCluster>,
+    pub cluster: SharedReplicaTarget,
     /// The history.
     pub recorder: Arc<Recorder>,
     /// The bound on each operation, redirects included; past it a write's outcome is unknown.
@@ -315,14 +316,20 @@ async fn call(
     op: &ReplicatedOp,
     target: NodeId,
 ) -> Result<serde_json::Value, ReplicationError> {
-    let node = context.cluster.node(target);
+    let cluster = context.cluster.as_ref();
     match op.write {
         Some(value) => {
-            node.write_at(op.key.as_bytes(), value.to_string().as_bytes())
+            let written = value.to_string();
+            cluster
+                .write_at(op.shard, target, op.key.as_bytes(), written.as_bytes())
                 .await?;
             Ok(value.into())
         }
-        None => Ok(read_value(node.read_linearizable(op.key.as_bytes()).await?)),
+        None => Ok(read_value(
+            cluster
+                .read_linearizable(op.shard, target, op.key.as_bytes())
+                .await?,
+        )),
     }
 }
 

@@ -10,9 +10,11 @@ pub mod failover;
 pub mod nemesis;
 pub mod runner;
 pub mod schedule;
+pub mod target;
 
 pub use runner::{run_replicated, ReplicatedRunConfig, ReplicatedRunOutcome};
 pub use schedule::ReplicationFaultKind;
+pub use target::{ReplicaTarget, ShardProcessTarget};
 
 /// The wire name of replication node `id`, e.g. `r2`.
 pub fn replica_node_name(id: helios_cluster::metadata::NodeId) -> String {

@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use helios_cluster::metadata::NodeId;
-use helios_cluster::replication::ReplicationCluster;
 use serde::Serialize;
 use serde_json::json;
 
 use super::replica_node_name;
 use super::schedule::{PlannedReplicationFault, ReplicationFaultKind};
+use super::target::{ReplicaTarget, SharedReplicaTarget};
 use crate::client::RunProgress;
 use crate::error::WorkloadError;
 use crate::history::{EventDraft, Function};
@@ -52,7 +52,7 @@ pub struct AppliedFault {
 /// Applies `plan` (times relative to `start`) and undoes each fault at its planned end; returns
 /// the faults as applied.
 pub async fn run_replication_nemesis(
-    cluster: Arc<ReplicationCluster>,
+    cluster: SharedReplicaTarget,
     recorder: Arc<Recorder>,
     plan: Vec<PlannedReplicationFault>,
     start: Instant,
@@ -64,23 +64,28 @@ pub async fn run_replication_nemesis(
     let mut applied = Vec::with_capacity(plan.len());
     for fault in plan {
         tokio::time::sleep_until((start + fault.start).into()).await;
-        let node = target(&cluster, fault.kind, fault.shard);
+        let node = target(cluster.as_ref(), fault.kind, fault.shard).await;
         let (f_start, f_heal) = match fault.kind {
-            ReplicationFaultKind::KillPrimary => (Function::Kill, Function::Restart),
+            ReplicationFaultKind::KillPrimary | ReplicationFaultKind::KillWitness => {
+                (Function::Kill, Function::Restart)
+            }
+            ReplicationFaultKind::PausePrimary | ReplicationFaultKind::PauseWitness => {
+                (Function::Pause, Function::Resume)
+            }
             _ => (Function::StartPartition, Function::StopPartition),
         };
-        let value = event_value(&cluster, fault.kind, fault.shard, node);
+        let value = event_value(cluster.as_ref(), fault.kind, fault.shard, node);
         // Record first, then apply: no effect of a fault may precede its event, or the checker
         // would charge the fault's first disruptions to the window before it.
         let event = recorder.record(EventDraft::nemesis(f_start, value.clone()));
         let applied_ns = since_start(Instant::now());
-        apply(&cluster, fault.kind, node).await?;
+        apply(cluster.as_ref(), fault.kind, node).await?;
         progress.n_faults.fetch_add(1, Ordering::Relaxed);
         tracing::info!(fault = fault.kind.as_str(), node, "nemesis: fault started");
 
         tokio::time::sleep_until((start + fault.end).into()).await;
         let heal = recorder.record(EventDraft::nemesis(f_heal, value));
-        undo(&cluster, fault.kind, node).await?;
+        undo(cluster.as_ref(), fault.kind, node).await?;
         tracing::info!(fault = fault.kind.as_str(), node, "nemesis: fault healed");
         applied.push(AppliedFault {
             kind: fault.kind.as_str().to_owned(),
@@ -98,32 +103,43 @@ pub async fn run_replication_nemesis(
 }
 
 /// The node that holds the fault's role in `shard` now.
-fn target(cluster: &ReplicationCluster, kind: ReplicationFaultKind, shard: usize) -> NodeId {
+async fn target(cluster: &dyn ReplicaTarget, kind: ReplicationFaultKind, shard: usize) -> NodeId {
+    let members = cluster.members(shard);
     match kind {
-        ReplicationFaultKind::KillPrimary | ReplicationFaultKind::IsolatePrimary => {
-            cluster.primary_id(shard)
+        ReplicationFaultKind::KillPrimary
+        | ReplicationFaultKind::IsolatePrimary
+        | ReplicationFaultKind::PausePrimary => cluster.primary_id(shard).await,
+        ReplicationFaultKind::IsolateMirror => {
+            let primary = cluster.primary_id(shard).await;
+            if primary == members.replicas[0] {
+                members.replicas[1]
+            } else {
+                members.replicas[0]
+            }
         }
-        ReplicationFaultKind::IsolateMirror => cluster.mirror_id(shard),
-        ReplicationFaultKind::IsolateWitness => cluster.members(shard).witness,
+        ReplicationFaultKind::IsolateWitness
+        | ReplicationFaultKind::PauseWitness
+        | ReplicationFaultKind::KillWitness => members.witness,
     }
 }
 
 /// The fault's event value: its kind, shard and node, and for an isolation the two sides.
 fn event_value(
-    cluster: &ReplicationCluster,
+    cluster: &dyn ReplicaTarget,
     kind: ReplicationFaultKind,
     shard: usize,
     node: NodeId,
 ) -> serde_json::Value {
     let name = replica_node_name(node);
     match kind {
-        ReplicationFaultKind::KillPrimary => {
+        ReplicationFaultKind::KillPrimary
+        | ReplicationFaultKind::KillWitness
+        | ReplicationFaultKind::PausePrimary
+        | ReplicationFaultKind::PauseWitness => {
             json!({"nemesis": kind.as_str(), "node": name, "shard": shard})
         }
         _ => {
-            let others: Vec<String> = cluster
-                .nodes()
-                .map(|other| other.id())
+            let others: Vec<String> = (0..3 * cluster.shard_count() as NodeId)
                 .filter(|&other| other != node)
                 .map(replica_node_name)
                 .collect();
@@ -138,25 +154,37 @@ fn event_value(
 }
 
 async fn apply(
-    cluster: &ReplicationCluster,
+    cluster: &dyn ReplicaTarget,
     kind: ReplicationFaultKind,
     node: NodeId,
 ) -> Result<(), WorkloadError> {
-    match kind {
-        ReplicationFaultKind::KillPrimary => bounded("kill", cluster.kill_node(node)).await,
-        _ => bounded("isolate", cluster.isolate(node)).await,
-    }
+    let result = match kind {
+        ReplicationFaultKind::KillPrimary | ReplicationFaultKind::KillWitness => {
+            bounded("kill", cluster.kill(node)).await?
+        }
+        ReplicationFaultKind::PausePrimary | ReplicationFaultKind::PauseWitness => {
+            bounded("pause", cluster.pause(node)).await?
+        }
+        _ => bounded("isolate", cluster.isolate(node)).await?,
+    };
+    result.map_err(|error| WorkloadError::TaskFailed(format!("replication nemesis: {error}")))
 }
 
 async fn undo(
-    cluster: &ReplicationCluster,
+    cluster: &dyn ReplicaTarget,
     kind: ReplicationFaultKind,
     node: NodeId,
 ) -> Result<(), WorkloadError> {
-    match kind {
-        ReplicationFaultKind::KillPrimary => bounded("restart", cluster.restart_node(node)).await,
-        _ => bounded("heal", cluster.heal_network()).await,
-    }
+    let result = match kind {
+        ReplicationFaultKind::KillPrimary | ReplicationFaultKind::KillWitness => {
+            bounded("restart", cluster.restart(node)).await?
+        }
+        ReplicationFaultKind::PausePrimary | ReplicationFaultKind::PauseWitness => {
+            bounded("resume", cluster.resume(node)).await?
+        }
+        _ => bounded("heal", cluster.heal()).await?,
+    };
+    result.map_err(|error| WorkloadError::TaskFailed(format!("replication nemesis: {error}")))
 }
 
 /// Calls the cluster within [`FAULT_CALL_TIMEOUT`]; a fault call that hangs is a cluster bug

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use helios_cluster::replication::{ProtocolOptions, ReplicationCluster, ReplicationOptions};
+use helios_cluster::NodeId;
 use serde::Serialize;
 
 use super::client::{execute, AckLog, ReplicatedClient, ReplicatedContext, ReplicatedOp};
@@ -19,6 +20,7 @@ use super::failover::{harness_recoveries, HarnessRecovery};
 use super::nemesis::{bounded, run_replication_nemesis, AppliedFault};
 use super::replica_node_name;
 use super::schedule::{plan_replication_faults, PlannedReplicationFault, ReplicationFaultKind};
+use super::target::SharedReplicaTarget;
 use crate::client::RunProgress;
 use crate::error::WorkloadError;
 use crate::generator::register_keys;
@@ -26,6 +28,13 @@ use crate::history::{EventType, HISTORY_FORMAT_VERSION};
 use crate::recorder::Recorder;
 use crate::runner::{create_run_dir, stream, FinalRead, MAX_CONCURRENCY, MAX_TIME};
 use crate::schedule::NemesisTiming;
+use crate::target::TargetFuture;
+
+/// Starts the cluster a run drives, given the run's directory (where a process cluster keeps
+/// its data and logs).
+pub type StartReplicaTarget = Box<
+    dyn FnOnce(PathBuf) -> TargetFuture<'static, Result<SharedReplicaTarget, WorkloadError>> + Send,
+>;
 
 /// At most this many shards.
 pub const MAX_SHARDS: usize = 8;
@@ -66,6 +75,10 @@ pub struct ReplicatedRunConfig {
     pub max_ops: u64,
     /// How long the final reads may take, all keys together.
     pub final_read_timeout: Duration,
+    /// A fixed fault schedule (a chaos scenario's), used instead of the seeded schedule of
+    /// `nemesis`. Its faults must not overlap, must end within the fault phase, and must name
+    /// shards of the run.
+    pub schedule: Option<Vec<PlannedReplicationFault>>,
 }
 
 impl Default for ReplicatedRunConfig {
@@ -95,6 +108,7 @@ impl Default for ReplicatedRunConfig {
             rate: 1000.0,
             max_ops: 2_000_000,
             final_read_timeout: Duration::from_secs(15),
+            schedule: None,
         }
     }
 }
@@ -134,6 +148,23 @@ impl ReplicatedRunConfig {
         if !timing.is_ordered() {
             return invalid(format!("nemesis timing ranges are inverted: {timing:?}"));
         }
+        if let Some(schedule) = &self.schedule {
+            let mut previous_end = Duration::ZERO;
+            for fault in schedule {
+                if fault.start < previous_end
+                    || fault.start >= fault.end
+                    || fault.end > self.fault_phase()
+                    || fault.shard >= self.shards
+                {
+                    return invalid(format!(
+                        "scheduled fault {fault:?} overlaps the one before, is empty, ends \
+                         after the fault phase ({:?}) or names no shard of the run",
+                        self.fault_phase()
+                    ));
+                }
+                previous_end = fault.end;
+            }
+        }
         Ok(())
     }
 
@@ -149,6 +180,9 @@ impl ReplicatedRunConfig {
 
     /// The run's fault schedule; the same for the same configuration.
     pub fn plan(&self) -> Vec<PlannedReplicationFault> {
+        if let Some(schedule) = &self.schedule {
+            return schedule.clone();
+        }
         plan_replication_faults(
             &mut stream(self.seed, 0),
             &self.nemesis,
@@ -181,7 +215,7 @@ pub struct ReplicatedHistoryHeader {
     pub helios_history: u64,
     /// `register`.
     pub workload: String,
-    /// The cluster driven: `replication`.
+    /// The cluster driven: `replication` (in-process) or `processes`.
     pub target: String,
     /// The run's seed.
     pub seed: u64,
@@ -224,19 +258,44 @@ pub struct ReplicatedRunOutcome {
     pub wall_time: Duration,
 }
 
-/// Carries out one run; see the module docs for its phases.
+/// Carries out one run on the in-process cluster; see the module docs for its phases.
 pub async fn run_replicated(
     config: &ReplicatedRunConfig,
     progress: Arc<RunProgress>,
+) -> Result<ReplicatedRunOutcome, WorkloadError> {
+    let options = config.cluster_options();
+    let start: StartReplicaTarget = Box::new(move |_run_dir| {
+        Box::pin(async move {
+            let cluster = ReplicationCluster::with_options(options).await;
+            Ok(Arc::new(cluster) as SharedReplicaTarget)
+        })
+    });
+    run_replicated_on(config, progress, start).await
+}
+
+/// Carries out one run on the cluster `start` starts (its shard count must be the config's),
+/// and stops that cluster on every path once it has started.
+pub async fn run_replicated_on(
+    config: &ReplicatedRunConfig,
+    progress: Arc<RunProgress>,
+    start: StartReplicaTarget,
 ) -> Result<ReplicatedRunOutcome, WorkloadError> {
     config.validate()?;
     let wall_start = Instant::now();
     let run_dir = create_run_dir(&config.store_dir.join("register"))?;
     let history_path = run_dir.join("history.jsonl");
     tracing::info!(seed = config.seed, dir = %run_dir.display(), "replicated run: starting");
-    let cluster = Arc::new(ReplicationCluster::with_options(config.cluster_options()).await);
-    let result = drive(config, &cluster, &history_path, progress).await;
-    cluster.shutdown();
+    let cluster = start(run_dir.clone()).await?;
+    let result = if cluster.shard_count() == config.shards {
+        drive(config, &cluster, &history_path, progress).await
+    } else {
+        Err(WorkloadError::InvalidConfig(format!(
+            "the run asks for {} shards; the cluster has {}",
+            config.shards,
+            cluster.shard_count()
+        )))
+    };
+    cluster.shutdown().await;
     let driven = result?;
     Ok(ReplicatedRunOutcome {
         run_dir,
@@ -260,14 +319,14 @@ struct Driven {
 
 async fn drive(
     config: &ReplicatedRunConfig,
-    cluster: &Arc<ReplicationCluster>,
+    cluster: &SharedReplicaTarget,
     history_path: &Path,
     progress: Arc<RunProgress>,
 ) -> Result<Driven, WorkloadError> {
     let keys = register_keys(config.keys);
     let recorder = Arc::new(Recorder::create(
         history_path,
-        &header(config, &keys),
+        &header(config, &keys, cluster.name()),
         Instant::now(),
     )?);
     let start = recorder.start();
@@ -313,10 +372,13 @@ async fn drive(
         .await
         .map_err(|error| WorkloadError::TaskFailed(error.to_string()))??;
     // Whatever the nemesis did, the final reads run on a healed cluster.
-    bounded("heal", cluster.heal_network()).await?;
-    for node in cluster.nodes().map(|node| node.id()).collect::<Vec<_>>() {
-        bounded("restart", cluster.restart_node(node)).await?;
-    }
+    let healed = async {
+        cluster.heal().await?;
+        cluster.restore_all().await
+    };
+    bounded("heal", healed)
+        .await?
+        .map_err(|error| WorkloadError::TaskFailed(format!("heal before final reads: {error}")))?;
     tracing::info!("replicated run: healed; final reads");
     let final_reads = final_reads(&context, last_process + 1, config).await;
     drop(context);
@@ -332,13 +394,13 @@ async fn drive(
     })
 }
 
-fn header(config: &ReplicatedRunConfig, keys: &[String]) -> ReplicatedHistoryHeader {
+fn header(config: &ReplicatedRunConfig, keys: &[String], target: &str) -> ReplicatedHistoryHeader {
     ReplicatedHistoryHeader {
         helios_history: HISTORY_FORMAT_VERSION,
         workload: "register".to_owned(),
-        target: "replication".to_owned(),
+        target: target.to_owned(),
         seed: config.seed,
-        nodes: (0..3 * config.shards as u64)
+        nodes: (0..3 * config.shards as NodeId)
             .map(replica_node_name)
             .collect(),
         model: "register(nil)".to_owned(),
@@ -381,7 +443,7 @@ async fn final_reads(
             && (read.attempts == 0 || Instant::now() < deadline)
         {
             read.attempts += 1;
-            let primary = context.cluster.primary_id(op.shard);
+            let primary = context.cluster.primary_id(op.shard).await;
             let completion = execute(context, process, &op, primary).await;
             if completion.event_type == EventType::Ok {
                 read.value = Some(completion.value);

@@ -29,15 +29,25 @@ pub enum ReplicationFaultKind {
     IsolateMirror,
     /// Cut the witness off from every other node, later heal.
     IsolateWitness,
+    /// Freeze the shard's current primary (SIGSTOP on a process), later let it continue: it
+    /// wakes with a lapsed lease and must not serve until it learns the newest record.
+    PausePrimary,
+    /// Freeze the witness, later let it continue.
+    PauseWitness,
+    /// Kill the witness, later restart it from what it kept.
+    KillWitness,
 }
 
 impl ReplicationFaultKind {
     /// Every kind, in the order `--nemesis` lists them.
-    pub const ALL: [ReplicationFaultKind; 4] = [
+    pub const ALL: [ReplicationFaultKind; 7] = [
         ReplicationFaultKind::KillPrimary,
         ReplicationFaultKind::IsolatePrimary,
         ReplicationFaultKind::IsolateMirror,
         ReplicationFaultKind::IsolateWitness,
+        ReplicationFaultKind::PausePrimary,
+        ReplicationFaultKind::PauseWitness,
+        ReplicationFaultKind::KillWitness,
     ];
 
     /// The name used by `--nemesis`, in the history header and in the fault's event value.
@@ -47,6 +57,9 @@ impl ReplicationFaultKind {
             ReplicationFaultKind::IsolatePrimary => "isolate-primary",
             ReplicationFaultKind::IsolateMirror => "isolate-mirror",
             ReplicationFaultKind::IsolateWitness => "isolate-witness",
+            ReplicationFaultKind::PausePrimary => "pause-primary",
+            ReplicationFaultKind::PauseWitness => "pause-witness",
+            ReplicationFaultKind::KillWitness => "kill-witness",
         }
     }
 
@@ -55,7 +68,9 @@ impl ReplicationFaultKind {
     pub fn deposes_primary(self) -> bool {
         matches!(
             self,
-            ReplicationFaultKind::KillPrimary | ReplicationFaultKind::IsolatePrimary
+            ReplicationFaultKind::KillPrimary
+                | ReplicationFaultKind::IsolatePrimary
+                | ReplicationFaultKind::PausePrimary
         )
     }
 
