@@ -3,7 +3,7 @@
 //! TCP through [`MetadataClient`], with real faults (SIGKILL and restart from the data
 //! directory, partitions through each node's peer filter).
 //!
-//! Ignored by default (each scenario starts real processes, 5-15 s each):
+//! Ignored by default (each scenario starts real processes, 1-15 s each):
 //!
 //! ```sh
 //! cargo test --test seed_on_processes -- --ignored --nocapture
@@ -24,6 +24,47 @@
 //!   seed's 3 s, and it counts from the spawn of the processes.
 //! - Every client operation and fault is recorded as a history (`target/seed-on-processes/`),
 //!   which the checker must find linearizable as one register per key.
+//!
+//! Seed section 3, "Replication and Failover Tests" (REP-001 to REP-005), against one replicated
+//! shard of processes: `helios node --role storage` for members 0 (the first primary) and 1 (the
+//! first mirror), `--role witness` for member 2, reached over TCP through [`ShardClient`], with
+//! real faults (SIGKILL of a member's process, restart from its data directory, isolation
+//! through the three members' peer filters). Where the process API differs from the seed's
+//! `StorageCluster` and `ReplicationCluster`:
+//! - Both of the seed's constructors are the same cluster: one shard (`n_shards: 1`) of a
+//!   primary, a mirror and a witness. [`LocalCluster::start`] asserts at least one metadata node,
+//!   so one idle metadata node runs beside the shard (the least it allows; REP never uses it).
+//!   Like the seed's constructors, a test starts once the shard has a primary
+//!   ([`LocalCluster::wait_for_primary`], within the in-process cluster's startup bound, 10 s).
+//! - `get_primary`/`is_primary` are [`MemberStatus::is_primary`] (named primary by its record and
+//!   holding a lease); `get_mirror` is the other data node; `write` is
+//!   [`ShardClient::write_at`] on that member; the seed's node-level `read` is
+//!   [`ShardClient::read`] (the member's own copy), and every check of acknowledged data also
+//!   reads through the primary ([`ShardClient::read_linearizable`]).
+//! - `kill_primary` is SIGKILL of the primary's process; `promote_mirror_to_primary` asks the
+//!   mirror to seek promotion ([`ShardClient::force_promotion`]) every 10 ms until it says it is
+//!   primary, within the in-process bound (10 s); the witness still decides.
+//!   `partition_network({p}, {m, w})` is [`LocalCluster::isolate_member`]; `heal_network` is
+//!   [`LocalCluster::heal`]. `member_process` is not exported by `helios_cluster::process`, so
+//!   a member's process id is looked up in the cluster's manifest.
+//! - REP-003 polls for the failover decision for at most the seed's 5 s instead of sleeping, and
+//!   the sleeps that give a wrong outcome time to happen (REP-003's 2 s after the heal,
+//!   REP-004's 5 s) are watched for their whole length. While they run, the test writes through
+//!   both data nodes and reads both statuses, the would-be new primary first: the isolated
+//!   member must acknowledge no write and two members must never both say they are primary
+//!   (an isolated primary cannot renew its lease, so its "primary" after the other's proves an
+//!   overlap). As in-process, REP-003 also checks that the old primary follows the new epoch
+//!   and refuses writes naming the new primary; REP-004 also heals and checks that the mirror
+//!   catches up.
+//! - REP-005 starts its clock just before the SIGKILL (the seed's includes looking up the
+//!   primary, a call on memory) and polls every 10 ms (seed: 100 ms). It measures the failover
+//!   both as the seed does (until a member says it is primary) and until the new primary
+//!   acknowledges a write, and asserts the seed's 10 s on the latter.
+//! - Beyond the seed: REP-002 reads every key through the new primary as well as from its copy,
+//!   prints its failover time, and restarts the killed primary, which must rejoin as the mirror
+//!   and catch up; REP-001 also writes twenty more keys, each read from the mirror at once.
+//! - The histories are the same format, one register per key, with the shard's members named
+//!   `r0`, `r1`, `r2` as in the in-process replicated workload's histories.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -34,8 +75,9 @@ use std::time::{Duration, Instant};
 
 use helios_cluster::process::{
     ClientError, ClientOptions, ClientReply, ClientRequest, LocalCluster, LocalClusterSpec,
-    MetadataClient, NodeStatus, Ports,
+    MemberStatus, MetadataClient, NodeStatus, Ports, ShardClient,
 };
+use helios_cluster::replication::{LogIndex, ReplicationError, ShardMembers};
 use helios_cluster::NodeId;
 use serde_json::{json, Value};
 
@@ -51,6 +93,28 @@ const MINORITY_WATCH: Duration = Duration::from_secs(1);
 const BUILD_BOUND: Duration = Duration::from_secs(40 * 60);
 /// How long the nodes may take to stop at the end (SIGTERM, then SIGKILL).
 const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// The shard of the REP tests (the cluster has one).
+const SHARD: usize = 0;
+/// The bound on a shard's first primary, and on a promotion: the in-process cluster's startup
+/// timeout, which its constructors and `promote_mirror_to_primary` wait for.
+const SHARD_STARTUP_BOUND: Duration = Duration::from_secs(10);
+/// The seed's wait for the failover decision (REP-003: 5 s).
+const FAILOVER_DECISION_BOUND: Duration = Duration::from_secs(5);
+/// The seed's wait after the heal (REP-003: 2 s).
+const REP_HEAL_WATCH: Duration = Duration::from_secs(2);
+/// The seed's wait with the mirror isolated (REP-004: 5 s).
+const SPLIT_BRAIN_WATCH: Duration = Duration::from_secs(5);
+/// The seed's acceptable failover time (REP-005: 10 s).
+const FAILOVER_BOUND: Duration = Duration::from_secs(10);
+/// When REP-005 gives up waiting for a failover (the seed's 30 s).
+const FAILOVER_GIVE_UP: Duration = Duration::from_secs(30);
+/// How long a restarted or healed member may take to catch up (beyond the seed).
+const CATCH_UP_BOUND: Duration = Duration::from_secs(5);
+/// The bound on one call to a member; it outlasts the member's own request timeout (2 s).
+const SHARD_CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// The client process of the REP tests' reads (writes count up from 0).
+const READER: u64 = 1_000_000;
 
 /// One cluster at a time: the election timings measure Raft, not five clusters on two cores.
 static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -112,13 +176,35 @@ fn helios_binary() -> &'static Path {
 /// Starts `n_nodes` metadata processes for `test` in a fresh directory. Dropping the cluster
 /// SIGKILLs them, so a failed assertion leaves no process behind.
 fn start_cluster(test: &str, n_nodes: usize) -> (LocalCluster, Instant) {
+    start_processes(test, n_nodes, 0)
+}
+
+/// Starts one replicated shard (members 0 and 1 are data nodes, 0 the first primary; 2 is the
+/// witness) beside the one metadata node [`LocalCluster::start`] requires, and waits for the
+/// shard's first primary, as the seed's constructors do. Returns it with the shard's members.
+async fn start_shard(test: &str) -> (LocalCluster, ShardMembers, NodeId) {
+    let (cluster, started) = start_processes(test, 1, 1);
+    let members = cluster.shard_members(SHARD);
+    let primary = cluster
+        .wait_for_primary(SHARD, SHARD_STARTUP_BOUND)
+        .await
+        .expect("the shard's first primary");
+    eprintln!(
+        "{test}: member {primary} is primary {} after spawn",
+        ms(started.elapsed())
+    );
+    (cluster, members, primary)
+}
+
+/// Starts `n_nodes` metadata processes and `n_shards` replicated shards for `test`.
+fn start_processes(test: &str, n_nodes: usize, n_shards: usize) -> (LocalCluster, Instant) {
     let dir = runs_dir().join(format!("{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let spec = LocalClusterSpec {
         binary: helios_binary().to_path_buf(),
         dir,
         n_nodes,
-        n_shards: 0,
+        n_shards,
         ports: Ports::Free,
         node_args: Vec::new(),
         rust_log: Some("info,openraft=warn".to_owned()),
@@ -126,7 +212,10 @@ fn start_cluster(test: &str, n_nodes: usize) -> (LocalCluster, Instant) {
     };
     let started = Instant::now();
     let cluster = LocalCluster::start(spec).expect("start the node processes");
-    eprintln!("{test}: {n_nodes} nodes in {}", cluster.dir().display());
+    eprintln!(
+        "{test}: {n_nodes} metadata nodes, {n_shards} shards in {}",
+        cluster.dir().display()
+    );
     (cluster, started)
 }
 
@@ -272,6 +361,27 @@ impl History {
         }
     }
 
+    /// The history of a scenario on one replicated shard, whose members are named as the
+    /// in-process replicated workload names them (`r0`, `r1`, `r2`).
+    fn for_shard(test: &'static str, members: &ShardMembers) -> Self {
+        let names: Vec<String> = [members.replicas[0], members.replicas[1], members.witness]
+            .into_iter()
+            .map(replica_name)
+            .collect();
+        Self {
+            test,
+            started: Instant::now(),
+            header: json!({
+                "helios_history": 1,
+                "workload": test,
+                "target": "replication",
+                "seed": 0,
+                "nodes": names,
+            }),
+            events: Mutex::new(Vec::new()),
+        }
+    }
+
     fn push(&self, mut event: Value) {
         let mut events = self.events.lock().expect("history lock poisoned");
         event["index"] = json!(events.len());
@@ -350,6 +460,81 @@ impl History {
         outcome
     }
 
+    /// Writes `key = value` through shard member `member` as client `process`: `ok`, `fail`
+    /// (certainly not applied: refused, or the process was down) or `info` (unknown; the
+    /// process is retired, so `process` advances).
+    async fn write_at(
+        &self,
+        process: &mut u64,
+        client: &ShardClient,
+        member: NodeId,
+        key: &str,
+        value: &str,
+    ) -> Result<LogIndex, ReplicationError> {
+        let op = json!({"process": *process, "f": "write", "key": key, "value": value});
+        self.push(with(&op, "type", json!("invoke")));
+        let result = client
+            .write_at(SHARD, member, key.as_bytes(), value.as_bytes())
+            .await;
+        let mut completion = op;
+        match &result {
+            Ok(_) => {
+                completion["type"] = json!("ok");
+                completion["node"] = json!(replica_name(member));
+            }
+            Err(error) => {
+                let unknown = error.outcome_is_unknown();
+                completion["type"] = json!(if unknown { "info" } else { "fail" });
+                completion["error"] = json!(format!("{}: {error}", replica_name(member)));
+                if unknown {
+                    *process += 1;
+                }
+            }
+        }
+        self.push(completion);
+        result
+    }
+
+    /// Reads `key` at shard member `member` as client `process`: through it as primary
+    /// (linearizable), or its own copy (the seed's node-level `read`).
+    async fn read_at(
+        &self,
+        process: u64,
+        client: &ShardClient,
+        member: NodeId,
+        key: &str,
+        how: Read,
+    ) -> Result<Option<String>, ReplicationError> {
+        let op = json!({"process": process, "f": "read", "key": key, "value": null});
+        self.push(with(&op, "type", json!("invoke")));
+        let result = match how {
+            Read::Linearizable => {
+                client
+                    .read_linearizable(SHARD, member, key.as_bytes())
+                    .await
+            }
+            Read::OwnCopy => client.read(SHARD, member, key.as_bytes()).await,
+        };
+        let result = result.map(|value| {
+            value.map(|bytes| String::from_utf8(bytes).expect("the tests write UTF-8 values"))
+        });
+        let mut completion = op;
+        match &result {
+            Ok(value) => {
+                completion["type"] = json!("ok");
+                completion["value"] = json!(value);
+                completion["node"] = json!(replica_name(member));
+            }
+            Err(error) => {
+                // A read has no effect, so an error is never an unknown outcome.
+                completion["type"] = json!("fail");
+                completion["error"] = json!(format!("{}: {error}", replica_name(member)));
+            }
+        }
+        self.push(completion);
+        result
+    }
+
     /// Saves the history under `target/seed-on-processes/` and checks it: well formed, at least
     /// one client operation, and linearizable as one register per key.
     fn save_and_check(&self) {
@@ -387,6 +572,76 @@ impl History {
             report.witness
         );
     }
+}
+
+/// How a REP test reads a shard member.
+#[derive(Clone, Copy, Debug)]
+enum Read {
+    /// Through the member as primary with a lease ([`ShardClient::read_linearizable`]).
+    Linearizable,
+    /// The member's own copy ([`ShardClient::read`], the seed's node-level `read`).
+    OwnCopy,
+}
+
+/// The history's name of shard member `member`, as in the in-process replicated workload.
+fn replica_name(member: NodeId) -> String {
+    format!("r{member}")
+}
+
+/// The shard's other data node.
+fn other_replica(members: &ShardMembers, member: NodeId) -> NodeId {
+    let [a, b] = members.replicas;
+    assert!(member == a || member == b, "{member} is no data node");
+    if member == a {
+        b
+    } else {
+        a
+    }
+}
+
+/// The process id of member `member` of shard [`SHARD`], from the cluster's manifest (the
+/// library's `member_process` is not exported).
+fn member_process(cluster: &LocalCluster, member: NodeId) -> NodeId {
+    cluster
+        .manifest()
+        .nodes
+        .iter()
+        .find(|node| {
+            node.shard_member
+                .is_some_and(|entry| entry.shard == SHARD && entry.member == member)
+        })
+        .unwrap_or_else(|| panic!("no process for member {member} of shard {SHARD}"))
+        .id
+}
+
+/// Member `member`'s status, if it answers.
+async fn member_status(client: &ShardClient, member: NodeId) -> Option<MemberStatus> {
+    client.status(SHARD, member).await.ok()
+}
+
+/// Whether member `member` answers that it is primary (named by its record, holding a lease).
+async fn says_primary(client: &ShardClient, member: NodeId) -> bool {
+    member_status(client, member)
+        .await
+        .is_some_and(|status| status.is_primary)
+}
+
+/// Asks `first`, then `second`, whether it is primary, and panics if both say so. Sound when
+/// `second` cannot renew its lease (it is isolated): a lease only lapses, so its "primary" after
+/// `first`'s means both were primary when `first` answered. Returns the two answers.
+async fn assert_not_both_primary(
+    client: &ShardClient,
+    first: NodeId,
+    second: NodeId,
+    when: &str,
+) -> (bool, bool) {
+    let first_says = says_primary(client, first).await;
+    let second_says = says_primary(client, second).await;
+    assert!(
+        !(first_says && second_says),
+        "split brain {when}: members {first} and {second} both act as primary"
+    );
+    (first_says, second_says)
 }
 
 fn with(op: &Value, field: &str, value: Value) -> Value {
@@ -740,6 +995,567 @@ async fn raft_005_committed_entries_are_never_lost() {
         "the restarted nodes did not catch up within {ELECTION_BOUND:?}"
     );
     assert_logs_agree(&cluster, &ids).await;
+    stop_cluster(cluster);
+    history.save_and_check();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real processes, ~2 s; cargo test --test seed_on_processes -- --ignored"]
+async fn rep_001_writes_are_synchronously_replicated_to_the_mirror() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    // Setup: one shard, a primary and a mirror (and the witness), as with_replication(1, 1).
+    let (cluster, members, primary) = start_shard("rep-001").await;
+    let mirror = other_replica(&members, primary);
+    let history = History::for_shard("rep-001", &members);
+    let client = cluster.shard_client(SHARD_CALL_TIMEOUT);
+    let mut process = 0;
+
+    // Write to primary.
+    history
+        .write_at(&mut process, &client, primary, "key1", "value1")
+        .await
+        .expect("the primary serves a write");
+    // Immediately read from mirror (should be present due to sync replication).
+    let value = history
+        .read_at(READER, &client, mirror, "key1", Read::OwnCopy)
+        .await
+        .expect("the mirror's copy");
+    assert_eq!(value.as_deref(), Some("value1"));
+
+    // Beyond the seed: twenty more writes, each on the mirror's copy once acknowledged.
+    for i in 0..20 {
+        let (key, value) = (format!("key_{i}"), format!("value_{i}"));
+        history
+            .write_at(&mut process, &client, primary, &key, &value)
+            .await
+            .unwrap_or_else(|error| panic!("write {key}: {error}"));
+        let copy = history
+            .read_at(READER, &client, mirror, &key, Read::OwnCopy)
+            .await
+            .expect("the mirror's copy");
+        assert_eq!(
+            copy.as_deref(),
+            Some(value.as_str()),
+            "{key} is not on the mirror once acknowledged"
+        );
+    }
+    let read = history
+        .read_at(READER, &client, primary, "key1", Read::Linearizable)
+        .await
+        .expect("a read through the primary");
+    assert_eq!(read.as_deref(), Some("value1"));
+    stop_cluster(cluster);
+    history.save_and_check();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real processes, ~10 s; cargo test --test seed_on_processes -- --ignored"]
+async fn rep_002_no_acknowledged_write_is_lost_when_the_primary_fails() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    // Setup: one shard, a primary and a mirror (and the witness), as with_replication(1, 1).
+    let (mut cluster, members, primary) = start_shard("rep-002").await;
+    let mirror = other_replica(&members, primary);
+    let history = History::for_shard("rep-002", &members);
+    let client = cluster.shard_client(SHARD_CALL_TIMEOUT);
+    let mut process = 0;
+
+    // Write 1000 records.
+    let writing = Instant::now();
+    for i in 0..1000 {
+        let (key, value) = (format!("key_{i}"), format!("value_{i}"));
+        history
+            .write_at(&mut process, &client, primary, &key, &value)
+            .await
+            .unwrap_or_else(|error| panic!("write {key}: {error}"));
+    }
+    eprintln!(
+        "rep-002: 1000 writes acknowledged in {}",
+        ms(writing.elapsed())
+    );
+
+    // Immediately kill primary (no delay for async replication): SIGKILL its process.
+    history.nemesis("kill", json!([replica_name(primary)]));
+    let killed_at = Instant::now();
+    cluster
+        .kill(member_process(&cluster, primary))
+        .expect("SIGKILL the primary");
+
+    // Promote mirror: ask it to seek promotion until it acts as primary (the witness decides).
+    history.nemesis("promote", json!([replica_name(mirror)]));
+    let promoted = poll_until(SHARD_STARTUP_BOUND, || async {
+        let _ = client.force_promotion(SHARD, mirror).await;
+        says_primary(&client, mirror).await
+    })
+    .await;
+    let failover = killed_at.elapsed();
+    assert!(
+        promoted,
+        "the mirror was not promoted within {SHARD_STARTUP_BOUND:?}: {:?}",
+        member_status(&client, mirror).await
+    );
+    let new_primary = cluster
+        .wait_for_primary(SHARD, SHARD_STARTUP_BOUND)
+        .await
+        .expect("a primary after the promotion");
+    eprintln!(
+        "rep-002: primary {primary} killed, member {new_primary} primary {} later",
+        ms(failover)
+    );
+    assert_ne!(new_primary, primary, "the killed primary is primary");
+
+    // Verify all 1000 records present: the new primary's own copy (the seed's read), and a
+    // linearizable read through it.
+    for i in 0..1000 {
+        let (key, expected) = (format!("key_{i}"), format!("value_{i}"));
+        let value = history
+            .read_at(READER, &client, new_primary, &key, Read::OwnCopy)
+            .await
+            .unwrap_or_else(|error| panic!("read {key}: {error}"));
+        assert!(value.is_some(), "Key key_{i} missing after failover");
+        assert_eq!(value.as_deref(), Some(expected.as_str()));
+        let value = history
+            .read_at(READER, &client, new_primary, &key, Read::Linearizable)
+            .await
+            .unwrap_or_else(|error| panic!("read {key} through the new primary: {error}"));
+        assert_eq!(value.as_deref(), Some(expected.as_str()), "{key}");
+    }
+
+    // Beyond the seed: the new primary serves writes, and the killed primary restarts from its
+    // data directory and rejoins as the mirror, catching up.
+    history
+        .write_at(
+            &mut process,
+            &client,
+            new_primary,
+            "after_failover",
+            "written",
+        )
+        .await
+        .expect("the new primary serves a write");
+    history.nemesis("restart", json!([replica_name(primary)]));
+    cluster
+        .restart(member_process(&cluster, primary))
+        .expect("restart the old primary");
+    let caught_up = poll_until(CATCH_UP_BOUND, || async {
+        let copy = client.read(SHARD, primary, b"after_failover").await;
+        copy.is_ok_and(|value| value.as_deref() == Some(&b"written"[..]))
+    })
+    .await;
+    let status = member_status(&client, primary).await;
+    assert!(
+        caught_up,
+        "the restarted member did not catch up within {CATCH_UP_BOUND:?}: {status:?}"
+    );
+    let status = status.expect("the restarted member answers");
+    assert!(!status.is_primary, "the restarted member acts as primary");
+    assert_eq!(
+        status.record.primary, new_primary,
+        "the restarted member follows the new primary"
+    );
+    stop_cluster(cluster);
+    history.save_and_check();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real processes, ~3 s; cargo test --test seed_on_processes -- --ignored"]
+async fn rep_003_the_witness_gives_the_mirror_a_quorum_to_take_over() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    // Setup: one shard with a witness, as with_witness(1).
+    let (mut cluster, members, primary_id) = start_shard("rep-003").await;
+    let mirror_id = other_replica(&members, primary_id);
+    let witness_id = members.witness;
+    let history = History::for_shard("rep-003", &members);
+    let client = cluster.shard_client(SHARD_CALL_TIMEOUT);
+    let mut process = 0;
+    // Beyond the seed: a write acknowledged before the partition.
+    history
+        .write_at(
+            &mut process,
+            &client,
+            primary_id,
+            "before_partition",
+            "acknowledged",
+        )
+        .await
+        .expect("the primary serves a write");
+
+    // Partition: primary isolated from mirror+witness.
+    history.nemesis(
+        "start-partition",
+        json!({"groups": [
+            [replica_name(primary_id)],
+            [replica_name(mirror_id), replica_name(witness_id)],
+        ]}),
+    );
+    let partitioned_at = Instant::now();
+    cluster
+        .isolate_member(primary_id)
+        .await
+        .expect("isolate the primary");
+
+    // Wait for failover decision (seed: sleep 5 s; we poll at most that long). Meanwhile write
+    // through both data nodes: the isolated primary acknowledges none, and the two never both
+    // act as primary (the mirror is asked first).
+    let deadline = partitioned_at + FAILOVER_DECISION_BOUND;
+    let (mut probe, mut new_acks) = (0, 0);
+    loop {
+        let (mirror_says, old_says) =
+            assert_not_both_primary(&client, mirror_id, primary_id, "during the partition").await;
+        if (mirror_says && !old_says) || Instant::now() >= deadline {
+            break;
+        }
+        probe += 1;
+        let old_write = history
+            .write_at(
+                &mut process,
+                &client,
+                primary_id,
+                "split_brain",
+                &format!("old_{probe}"),
+            )
+            .await;
+        assert!(
+            old_write.is_err(),
+            "the isolated primary acknowledged a write: {old_write:?}"
+        );
+        let new_write = history
+            .write_at(
+                &mut process,
+                &client,
+                mirror_id,
+                "split_brain",
+                &format!("new_{probe}"),
+            )
+            .await;
+        new_acks += usize::from(new_write.is_ok());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let decided = partitioned_at.elapsed();
+
+    // Mirror should be promoted (has quorum with witness).
+    assert!(says_primary(&client, mirror_id).await);
+    assert!(!says_primary(&client, primary_id).await);
+    eprintln!(
+        "rep-003: primary {primary_id} isolated; member {mirror_id} primary, seen {} later \
+         ({probe} probes, {new_acks} acknowledged by the new primary)",
+        ms(decided)
+    );
+    // Beyond the seed: while the partition lasts, the isolated old primary still refuses every
+    // write and the new primary acknowledges them; the new primary has the write acknowledged
+    // before the partition.
+    for round in 1..=10 {
+        assert_not_both_primary(&client, mirror_id, primary_id, "after the promotion").await;
+        let old_write = history
+            .write_at(
+                &mut process,
+                &client,
+                primary_id,
+                "split_brain",
+                &format!("old_late_{round}"),
+            )
+            .await;
+        assert!(
+            old_write.is_err(),
+            "the isolated primary acknowledged a write: {old_write:?}"
+        );
+        history
+            .write_at(
+                &mut process,
+                &client,
+                mirror_id,
+                "split_brain",
+                &format!("new_late_{round}"),
+            )
+            .await
+            .expect("the new primary serves a write");
+    }
+    let read = history
+        .read_at(
+            READER,
+            &client,
+            mirror_id,
+            "before_partition",
+            Read::Linearizable,
+        )
+        .await
+        .expect("a read through the new primary");
+    assert_eq!(read.as_deref(), Some("acknowledged"));
+    history
+        .write_at(
+            &mut process,
+            &client,
+            mirror_id,
+            "after_failover",
+            "written",
+        )
+        .await
+        .expect("the new primary serves a write");
+
+    // Heal network (seed: then sleep 2 s; watched: the old primary never acts as primary again,
+    // and never with the new one).
+    history.nemesis("stop-partition", json!(null));
+    cluster.heal().await.expect("heal");
+    let watch_until = Instant::now() + REP_HEAL_WATCH;
+    while Instant::now() < watch_until {
+        let (_, old_says) =
+            assert_not_both_primary(&client, mirror_id, primary_id, "after the heal").await;
+        assert!(!old_says, "the old primary acts as primary after the heal");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Old primary should recognize new primary and become follower.
+    assert!(!says_primary(&client, primary_id).await);
+    assert!(says_primary(&client, mirror_id).await);
+    let old = member_status(&client, primary_id)
+        .await
+        .expect("the old primary answers");
+    assert_eq!(
+        old.record.primary, mirror_id,
+        "the old primary follows the new epoch"
+    );
+    let write = history
+        .write_at(&mut process, &client, primary_id, "split_brain", "stale")
+        .await;
+    assert!(
+        matches!(write, Err(ReplicationError::NotPrimary { primary: Some(p), .. }) if p == mirror_id),
+        "a deposed primary names the new one, got {write:?}"
+    );
+
+    // Check: through the new primary, every register holds its last acknowledged write.
+    for (key, expected) in [
+        ("before_partition", "acknowledged"),
+        ("after_failover", "written"),
+        ("split_brain", "new_late_10"),
+    ] {
+        let value = history
+            .read_at(READER, &client, mirror_id, key, Read::Linearizable)
+            .await
+            .unwrap_or_else(|error| panic!("read {key}: {error}"));
+        assert_eq!(value.as_deref(), Some(expected), "{key}");
+    }
+    stop_cluster(cluster);
+    history.save_and_check();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real processes, ~6 s; cargo test --test seed_on_processes -- --ignored"]
+async fn rep_004_an_isolated_mirror_does_not_make_a_split_brain() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    // Setup: one shard with a witness, as with_witness(1).
+    let (mut cluster, members, primary_id) = start_shard("rep-004").await;
+    let mirror_id = other_replica(&members, primary_id);
+    let witness_id = members.witness;
+    let history = History::for_shard("rep-004", &members);
+    let client = cluster.shard_client(SHARD_CALL_TIMEOUT);
+    let mut process = 0;
+    // Beyond the seed: a write acknowledged before the partition.
+    history
+        .write_at(
+            &mut process,
+            &client,
+            primary_id,
+            "before_partition",
+            "acknowledged",
+        )
+        .await
+        .expect("the primary serves a write");
+
+    // Partition: mirror isolated (no quorum).
+    history.nemesis(
+        "start-partition",
+        json!({"groups": [
+            [replica_name(primary_id), replica_name(witness_id)],
+            [replica_name(mirror_id)],
+        ]}),
+    );
+    cluster
+        .isolate_member(mirror_id)
+        .await
+        .expect("isolate the mirror");
+
+    // Seed: sleep 5 s. Watched for the whole 5 s while writing through both data nodes: the
+    // mirror never acts as primary and acknowledges no write.
+    let watch_until = Instant::now() + SPLIT_BRAIN_WATCH;
+    let (mut probe, mut primary_acks) = (0, 0);
+    while Instant::now() < watch_until {
+        let (_, mirror_says) =
+            assert_not_both_primary(&client, primary_id, mirror_id, "with the mirror isolated")
+                .await;
+        assert!(!mirror_says, "the isolated mirror acts as primary");
+        probe += 1;
+        let mirror_write = history
+            .write_at(
+                &mut process,
+                &client,
+                mirror_id,
+                "key",
+                &format!("mirror_{probe}"),
+            )
+            .await;
+        assert!(
+            mirror_write.is_err(),
+            "the isolated mirror acknowledged a write: {mirror_write:?}"
+        );
+        let primary_write = history
+            .write_at(
+                &mut process,
+                &client,
+                primary_id,
+                "key",
+                &format!("primary_{probe}"),
+            )
+            .await;
+        primary_acks += usize::from(primary_write.is_ok());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let record = member_status(&client, primary_id)
+        .await
+        .map(|status| status.record);
+    eprintln!(
+        "rep-004: mirror {mirror_id} isolated for {}; {probe} probes, {primary_acks} \
+         acknowledged by the primary; its record {record:?}",
+        ms(SPLIT_BRAIN_WATCH)
+    );
+
+    // Primary should remain active (has witness quorum).
+    assert!(says_primary(&client, primary_id).await);
+    // Mirror should NOT self-promote (no quorum).
+    assert!(!says_primary(&client, mirror_id).await);
+    // Both should accept writes from clients (the seed asserts the mirror refuses).
+    let primary_write = history
+        .write_at(&mut process, &client, primary_id, "key", "value1")
+        .await;
+    assert!(
+        primary_write.is_ok(),
+        "Primary cannot accept writes: {primary_write:?}"
+    );
+    let mirror_write = history
+        .write_at(&mut process, &client, mirror_id, "key", "value2")
+        .await;
+    assert!(
+        mirror_write.is_err(),
+        "Mirror accepted write without being primary"
+    );
+
+    // Beyond the seed: heal; the mirror catches up and the primary is synchronous again.
+    history.nemesis("stop-partition", json!(null));
+    cluster.heal().await.expect("heal");
+    let caught_up = poll_until(CATCH_UP_BOUND, || async {
+        let copy = client.read(SHARD, mirror_id, b"key").await;
+        let synchronous = member_status(&client, primary_id)
+            .await
+            .is_some_and(|status| status.is_primary && status.record.synchronous);
+        synchronous && copy.is_ok_and(|value| value.as_deref() == Some(&b"value1"[..]))
+    })
+    .await;
+    assert!(
+        caught_up,
+        "the mirror did not catch up within {CATCH_UP_BOUND:?}: primary {:?}, mirror {:?}",
+        member_status(&client, primary_id).await,
+        member_status(&client, mirror_id).await
+    );
+    assert!(!says_primary(&client, mirror_id).await);
+    for (key, expected) in [("before_partition", "acknowledged"), ("key", "value1")] {
+        let value = history
+            .read_at(READER, &client, primary_id, key, Read::Linearizable)
+            .await
+            .unwrap_or_else(|error| panic!("read {key}: {error}"));
+        assert_eq!(value.as_deref(), Some(expected), "{key}");
+    }
+    stop_cluster(cluster);
+    history.save_and_check();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real processes, ~2 s; cargo test --test seed_on_processes -- --ignored"]
+async fn rep_005_failover_completes_within_acceptable_time() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    // Setup: one shard with a witness, as with_witness(1).
+    let (mut cluster, members, primary_id) = start_shard("rep-005").await;
+    let mirror_id = other_replica(&members, primary_id);
+    let history = History::for_shard("rep-005", &members);
+    let client = cluster.shard_client(SHARD_CALL_TIMEOUT);
+    let mut process = 0;
+    // Beyond the seed: a write acknowledged before the kill.
+    history
+        .write_at(
+            &mut process,
+            &client,
+            primary_id,
+            "before_kill",
+            "acknowledged",
+        )
+        .await
+        .expect("the primary serves a write");
+
+    let start = Instant::now();
+    // Kill primary: SIGKILL its process.
+    history.nemesis("kill", json!([replica_name(primary_id)]));
+    cluster
+        .kill(member_process(&cluster, primary_id))
+        .expect("SIGKILL the primary");
+
+    // Wait for mirror promotion: until it says it is primary (the seed's has_active_primary)
+    // and until it acknowledges a write (serving).
+    let mut primary_after = None;
+    let mut probe = 0;
+    loop {
+        if primary_after.is_none() && says_primary(&client, mirror_id).await {
+            primary_after = Some(start.elapsed());
+        }
+        probe += 1;
+        let write = history
+            .write_at(
+                &mut process,
+                &client,
+                mirror_id,
+                "failover_probe",
+                &format!("probe_{probe}"),
+            )
+            .await;
+        if write.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if start.elapsed() > FAILOVER_GIVE_UP {
+            panic!("Failover did not complete within 30 seconds");
+        }
+    }
+    let failover_duration = start.elapsed();
+    // A promotion between the status and the write is seen only by the write.
+    let primary_after = primary_after.unwrap_or(failover_duration);
+    println!("Failover completed in {failover_duration:?}");
+    eprintln!(
+        "rep-005: primary {primary_id} killed; member {mirror_id} says primary after {}, \
+         acknowledges a write after {} ({probe} probes)",
+        ms(primary_after),
+        ms(failover_duration)
+    );
+    // Failover should complete in < 10 seconds.
+    assert!(
+        primary_after < FAILOVER_BOUND,
+        "Failover took too long: {primary_after:?}"
+    );
+    assert!(
+        failover_duration < FAILOVER_BOUND,
+        "Failover took too long: {failover_duration:?}"
+    );
+
+    // Beyond the seed: the new primary is the mirror, with the acknowledged writes.
+    let new_primary = cluster
+        .wait_for_primary(SHARD, SHARD_STARTUP_BOUND)
+        .await
+        .expect("a primary");
+    assert_eq!(new_primary, mirror_id);
+    for (key, expected) in [
+        ("before_kill", "acknowledged".to_owned()),
+        ("failover_probe", format!("probe_{probe}")),
+    ] {
+        let value = history
+            .read_at(READER, &client, new_primary, key, Read::Linearizable)
+            .await
+            .unwrap_or_else(|error| panic!("read {key}: {error}"));
+        assert_eq!(value.as_deref(), Some(expected.as_str()), "{key}");
+    }
     stop_cluster(cluster);
     history.save_and_check();
 }
