@@ -32,9 +32,7 @@
 //! through the three members' peer filters). Where the process API differs from the seed's
 //! `StorageCluster` and `ReplicationCluster`:
 //! - Both of the seed's constructors are the same cluster: one shard (`n_shards: 1`) of a
-//!   primary, a mirror and a witness. [`LocalCluster::start`] asserts at least one metadata node,
-//!   so one idle metadata node runs beside the shard (the least it allows; REP never uses it).
-//!   Like the seed's constructors, a test starts once the shard has a primary
+//!   primary, a mirror and a witness, with no metadata group (REP never uses it). Like the seed's constructors, a test starts once the shard has a primary
 //!   ([`LocalCluster::wait_for_primary`], within the in-process cluster's startup bound, 10 s).
 //! - `get_primary`/`is_primary` are [`MemberStatus::is_primary`] (named primary by its record and
 //!   holding a lease); `get_mirror` is the other data node; `write` is
@@ -45,8 +43,7 @@
 //!   mirror to seek promotion ([`ShardClient::force_promotion`]) every 10 ms until it says it is
 //!   primary, within the in-process bound (10 s); the witness still decides.
 //!   `partition_network({p}, {m, w})` is [`LocalCluster::isolate_member`]; `heal_network` is
-//!   [`LocalCluster::heal`]. `member_process` is not exported by `helios_cluster::process`, so
-//!   a member's process id is looked up in the cluster's manifest.
+//!   [`LocalCluster::heal`]; a member's process is `member_process(member)`.
 //! - REP-003 polls for the failover decision for at most the seed's 5 s instead of sleeping, and
 //!   the sleeps that give a wrong outcome time to happen (REP-003's 2 s after the heal,
 //!   REP-004's 5 s) are watched for their whole length. While they run, the test writes through
@@ -74,8 +71,8 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use helios_cluster::process::{
-    ClientError, ClientOptions, ClientReply, ClientRequest, LocalCluster, LocalClusterSpec,
-    MemberStatus, MetadataClient, NodeStatus, Ports, ShardClient,
+    member_process, ClientError, ClientOptions, ClientReply, ClientRequest, LocalCluster,
+    LocalClusterSpec, MemberStatus, MetadataClient, NodeStatus, Ports, ShardClient,
 };
 use helios_cluster::replication::{LogIndex, ReplicationError, ShardMembers};
 use helios_cluster::NodeId;
@@ -180,10 +177,10 @@ fn start_cluster(test: &str, n_nodes: usize) -> (LocalCluster, Instant) {
 }
 
 /// Starts one replicated shard (members 0 and 1 are data nodes, 0 the first primary; 2 is the
-/// witness) beside the one metadata node [`LocalCluster::start`] requires, and waits for the
+/// witness), without a metadata group, and waits for the
 /// shard's first primary, as the seed's constructors do. Returns it with the shard's members.
 async fn start_shard(test: &str) -> (LocalCluster, ShardMembers, NodeId) {
-    let (cluster, started) = start_processes(test, 1, 1);
+    let (cluster, started) = start_processes(test, 0, 1);
     let members = cluster.shard_members(SHARD);
     let primary = cluster
         .wait_for_primary(SHARD, SHARD_STARTUP_BOUND)
@@ -597,21 +594,6 @@ fn other_replica(members: &ShardMembers, member: NodeId) -> NodeId {
     } else {
         a
     }
-}
-
-/// The process id of member `member` of shard [`SHARD`], from the cluster's manifest (the
-/// library's `member_process` is not exported).
-fn member_process(cluster: &LocalCluster, member: NodeId) -> NodeId {
-    cluster
-        .manifest()
-        .nodes
-        .iter()
-        .find(|node| {
-            node.shard_member
-                .is_some_and(|entry| entry.shard == SHARD && entry.member == member)
-        })
-        .unwrap_or_else(|| panic!("no process for member {member} of shard {SHARD}"))
-        .id
 }
 
 /// Member `member`'s status, if it answers.
@@ -1077,7 +1059,7 @@ async fn rep_002_no_acknowledged_write_is_lost_when_the_primary_fails() {
     history.nemesis("kill", json!([replica_name(primary)]));
     let killed_at = Instant::now();
     cluster
-        .kill(member_process(&cluster, primary))
+        .kill(member_process(primary))
         .expect("SIGKILL the primary");
 
     // Promote mirror: ask it to seek promotion until it acts as primary (the witness decides).
@@ -1134,7 +1116,7 @@ async fn rep_002_no_acknowledged_write_is_lost_when_the_primary_fails() {
         .expect("the new primary serves a write");
     history.nemesis("restart", json!([replica_name(primary)]));
     cluster
-        .restart(member_process(&cluster, primary))
+        .restart(member_process(primary))
         .expect("restart the old primary");
     let caught_up = poll_until(CATCH_UP_BOUND, || async {
         let copy = client.read(SHARD, primary, b"after_failover").await;
@@ -1491,7 +1473,7 @@ async fn rep_005_failover_completes_within_acceptable_time() {
     // Kill primary: SIGKILL its process.
     history.nemesis("kill", json!([replica_name(primary_id)]));
     cluster
-        .kill(member_process(&cluster, primary_id))
+        .kill(member_process(primary_id))
         .expect("SIGKILL the primary");
 
     // Wait for mirror promotion: until it says it is primary (the seed's has_active_primary)
