@@ -313,6 +313,70 @@ fn text(bytes: &[u8]) -> String {
 }
 
 #[test]
+fn a_node_added_during_a_partition_joins_the_majority_and_serves_after_the_heal() {
+    let _serial = serial();
+    run(async {
+        let mut cluster = start_cluster(5);
+        cluster.wait_for_leader(&[], BOUND).await.expect("a leader");
+        let client = client_of(&cluster, &cluster.ids());
+        let before = write_until_acknowledged(&client, "k", "before").await;
+        // Cut {1, 2} off, then add node 6 on the majority's side.
+        cluster
+            .partition(&[vec![1, 2], vec![3, 4, 5]])
+            .await
+            .expect("partition");
+        let id = match cluster.add_node(&[1, 2], BOUND).await {
+            Ok(id) => id,
+            Err(error) => {
+                let log = std::fs::read_to_string(cluster.dir().join("node-6.log"));
+                panic!("node not added: {error}; its log: {log:?}");
+            }
+        };
+        assert_eq!(id, 6);
+        let status = cluster.status(6).await.expect("the new node answers");
+        assert_eq!(status.voters, vec![1, 2, 3, 4, 5, 6], "{status:?}");
+        assert_eq!(status.blocked_peers, vec![1, 2]);
+        // Six voters need four: the majority side has exactly 3, 4, 5 and 6.
+        let majority = client_of(&cluster, &[3, 4, 5, 6]);
+        let during = write_until_acknowledged(&majority, "k", "during").await;
+        let leader = cluster
+            .wait_for_leader(&[3, 4, 5, 6], BOUND)
+            .await
+            .expect("a majority leader");
+        let index = cluster
+            .status(leader)
+            .await
+            .expect("status")
+            .last_applied_index;
+        wait_applied(&cluster, 6, index).await;
+        // A read through the new node's group sees the write made during the partition, never
+        // the one before it.
+        assert_eq!(
+            majority.read("k").await.expect("read"),
+            Some(during.clone())
+        );
+        assert_ne!(before, during);
+        cluster.heal().await.expect("heal");
+        let everyone = client_of(&cluster, &cluster.ids());
+        let after = write_until_acknowledged(&everyone, "k", "after").await;
+        for id in cluster.ids() {
+            let leader = cluster.wait_for_leader(&[], BOUND).await.expect("a leader");
+            let index = cluster
+                .status(leader)
+                .await
+                .expect("status")
+                .last_applied_index;
+            wait_applied(&cluster, id, index).await;
+        }
+        assert_eq!(everyone.read("k").await.expect("read"), Some(after));
+        // The recorded arguments know the new node, so a restart of an old node reaches it.
+        cluster.restart(3).expect("restart");
+        let status = cluster.status(6).await.expect("status");
+        assert_eq!(status.voters.len(), 6);
+    });
+}
+
+#[test]
 fn helios_cluster_up_status_and_down_manage_the_processes() {
     let _serial = serial();
     let dir = tempfile::tempdir().expect("temp dir");

@@ -278,6 +278,43 @@ impl MetadataNode {
             })
     }
 
+    /// Makes node `id` a voter: a learner first, fed the log until it is caught up, then a joint
+    /// and a uniform configuration (openraft's two steps). Call it on the leader; a follower
+    /// refuses with [`MetadataError::NotLeader`]. Bounded by `bound`; past it the change may
+    /// still complete.
+    pub async fn add_voter(&self, id: NodeId, bound: Duration) -> Result<(), MetadataError> {
+        let raft = self.raft_handle().ok_or(MetadataError::Shutdown)?;
+        if !self.is_leader() {
+            return Err(MetadataError::NotLeader {
+                leader: self.leader_hint(),
+            });
+        }
+        let change = async {
+            raft.add_learner(id, BasicNode::default(), true)
+                .await
+                .map_err(|e| MetadataError::Raft {
+                    reason: format!("add learner {id}: {e}"),
+                })?;
+            let voters = openraft::ChangeMembers::AddVoterIds(BTreeSet::from([id]));
+            raft.change_membership(voters, false)
+                .await
+                .map_err(|e| MetadataError::Raft {
+                    reason: format!("make {id} a voter: {e}"),
+                })?;
+            Ok(())
+        };
+        tokio::time::timeout(bound, change)
+            .await
+            .unwrap_or(Err(MetadataError::Timeout { after: bound }))
+    }
+
+    /// The voters of the membership this node last applied or appended.
+    pub fn voters(&self) -> Vec<NodeId> {
+        self.metrics()
+            .map(|metrics| metrics.membership_config.membership().voter_ids().collect())
+            .unwrap_or_default()
+    }
+
     /// Stops the node (the process half of a kill); its storage survives for `restart`.
     pub async fn shutdown(&self) {
         let _lifecycle = self.shared.lifecycle.lock().await;

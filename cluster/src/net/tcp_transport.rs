@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use openraft::Raft;
@@ -31,6 +31,16 @@ type Connection = FramedConnection<NodeRequest, NodeReply>;
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
+        .expect("tcp transport lock poisoned: a panic happened while it was held")
+}
+
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read()
+        .expect("tcp transport lock poisoned: a panic happened while it was held")
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write()
         .expect("tcp transport lock poisoned: a panic happened while it was held")
 }
 
@@ -97,8 +107,8 @@ impl Default for TcpTransportOptions {
 
 struct Inner {
     id: NodeId,
-    /// Every member's address, this node's included.
-    peers: BTreeMap<NodeId, String>,
+    /// Every member's address, this node's included; grows when a node is added.
+    peers: RwLock<BTreeMap<NodeId, String>>,
     filter: PeerFilter,
     options: TcpTransportOptions,
     /// The local Raft, while it runs.
@@ -160,7 +170,7 @@ impl TcpTransport {
         Self {
             inner: Arc::new(Inner {
                 id,
-                peers,
+                peers: RwLock::new(peers),
                 filter,
                 options,
                 raft: RwLock::new(None),
@@ -172,6 +182,16 @@ impl TcpTransport {
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.inner.id
+    }
+
+    /// Learns (or relearns) the address of peer `id`, a node being added to the group.
+    pub fn add_peer(&self, id: NodeId, addr: String) {
+        write(&self.inner.peers).insert(id, addr);
+    }
+
+    /// Every peer's address, this node's included.
+    pub fn peers(&self) -> BTreeMap<NodeId, String> {
+        read(&self.inner.peers).clone()
     }
 
     /// The node's peer filter.
@@ -219,11 +239,11 @@ impl TcpTransport {
 
     async fn connect(&self, to: NodeId) -> Result<Connection, TransportError> {
         let unreachable = TransportError::Unreachable { to };
-        let Some(addr) = self.inner.peers.get(&to) else {
+        let Some(addr) = read(&self.inner.peers).get(&to).cloned() else {
             return Err(unreachable);
         };
         let frames = self.inner.options.frames.clone();
-        let socket_addr = resolve(addr, frames.connect_timeout)
+        let socket_addr = resolve(&addr, frames.connect_timeout)
             .await
             .map_err(|_| unreachable.clone())?;
         Connection::connect(socket_addr, frames)

@@ -353,7 +353,19 @@ pub enum AdminError {
         /// The reply, debug-printed.
         reply: String,
     },
+    /// The node refused the request.
+    #[error("node at {addr}: {source}")]
+    Refused {
+        /// The node's address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: MetadataError,
+    },
 }
+
+/// The bound on an `AddVoter` call: the node's own bound on the change (10 s) and a margin.
+const ADD_VOTER_CALL_BOUND: Duration = Duration::from_secs(12);
 
 /// The admin endpoint of one node.
 #[derive(Clone, Debug)]
@@ -412,6 +424,43 @@ impl AdminClient {
         self.expect_blocked(AdminRequest::UnblockAllPeers)
             .await
             .map(|_| ())
+    }
+
+    /// Tells the node the address of node `id`, which is being added to the group; returns the
+    /// peers it knows after.
+    pub async fn add_peer(&self, id: NodeId, addr: &str) -> Result<Vec<NodeId>, AdminError> {
+        let request = AdminRequest::AddPeer {
+            id,
+            addr: addr.to_owned(),
+        };
+        match self.call(request).await? {
+            AdminReply::Peers(peers) => Ok(peers),
+            other => Err(AdminError::UnexpectedReply {
+                addr: self.addr.clone(),
+                reply: format!("{other:?}"),
+            }),
+        }
+    }
+
+    /// Asks the node (the leader) to make node `id` a voter; the voters after the change. A
+    /// follower refuses with [`MetadataError::NotLeader`].
+    pub async fn add_voter(&self, id: NodeId) -> Result<Vec<NodeId>, AdminError> {
+        let frames = FrameOptions {
+            call_timeout: ADD_VOTER_CALL_BOUND,
+            ..self.frames.clone()
+        };
+        let request = NodeRequest::Admin(AdminRequest::AddVoter { id });
+        match call_once(&self.addr, &request, &frames).await? {
+            NodeReply::Admin(AdminReply::Voters(Ok(voters))) => Ok(voters),
+            NodeReply::Admin(AdminReply::Voters(Err(source))) => Err(AdminError::Refused {
+                addr: self.addr.clone(),
+                source,
+            }),
+            other => Err(AdminError::UnexpectedReply {
+                addr: self.addr.clone(),
+                reply: format!("{other:?}"),
+            }),
+        }
     }
 
     async fn expect_blocked(&self, request: AdminRequest) -> Result<Vec<NodeId>, AdminError> {

@@ -392,6 +392,127 @@ impl LocalCluster {
         })
     }
 
+    /// Adds a metadata node to the running group and returns its id (the next free one): starts
+    /// its process on a fresh port with every member as its peers (it does not form a group),
+    /// cuts it off from `blocked` both ways (so that it joins one side of a partition), tells
+    /// every running member its address, then asks whoever leads to make it a voter, retrying
+    /// within `bound`. Every member's recorded `--peers` is updated, so a restart knows the new
+    /// node. A member paused meanwhile does not learn the address until it is restarted.
+    pub async fn add_node(
+        &mut self,
+        blocked: &[NodeId],
+        bound: Duration,
+    ) -> Result<NodeId, LocalClusterError> {
+        let deadline = Instant::now() + bound;
+        let old_ids = self.ids();
+        let id = old_ids.iter().max().copied().unwrap_or(0) + 1;
+        if id >= SHARD_PROCESS_BASE {
+            return Err(LocalClusterError::Io {
+                what: format!("add metadata node {id}"),
+                source: std::io::Error::other("metadata ids must stay below the shard ids"),
+            });
+        }
+        let port = pick_free_ports(1).map_err(io("pick a free port"))?[0];
+        let addr = format!("127.0.0.1:{port}");
+        let mut addrs = self.addresses();
+        addrs.insert(id, addr.clone());
+        let peers = addrs
+            .iter()
+            .map(|(id, addr)| format!("{id}={addr}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let template = self.entry(old_ids[0])?.clone();
+        for node in self.manifest.nodes.iter_mut() {
+            if node.shard_member.is_none() {
+                set_arg(&mut node.args, "--peers", &peers);
+            }
+        }
+        let data_dir = self.dir.join(format!("node-{id}"));
+        let mut args = template.args.clone();
+        set_arg(&mut args, "--id", &id.to_string());
+        set_arg(&mut args, "--peers", &peers);
+        set_arg(&mut args, "--listen", &addr);
+        set_arg(&mut args, "--data-dir", &data_dir.display().to_string());
+        self.manifest.nodes.push(ManifestNode {
+            id,
+            addr: addr.clone(),
+            pid: 0,
+            data_dir,
+            log_file: self.dir.join(format!("node-{id}.log")),
+            args,
+            shard_member: None,
+        });
+        self.spawn(id)?;
+        self.manifest.save(&self.dir)?;
+        // The new node answers its admin endpoint once it listens.
+        let admin = self.admin(id)?;
+        loop {
+            if !self.is_running(id) {
+                let log = self.entry(id)?.log_file.display().to_string();
+                return Err(LocalClusterError::Io {
+                    what: format!("start added node {id}"),
+                    source: std::io::Error::other(format!("the process exited; see {log}")),
+                });
+            }
+            match admin.status().await {
+                Ok(_) => break,
+                Err(source) if Instant::now() >= deadline => {
+                    return Err(LocalClusterError::Admin { id, source })
+                }
+                Err(_) => tokio::time::sleep(POLL).await,
+            }
+        }
+        if !blocked.is_empty() {
+            admin
+                .block_peers(blocked)
+                .await
+                .map_err(|source| LocalClusterError::Admin { id, source })?;
+        }
+        for &other in &old_ids {
+            if !self.is_running(other) || self.paused.contains(&other) {
+                continue;
+            }
+            let other_admin = self.admin(other)?;
+            if blocked.contains(&other) {
+                other_admin
+                    .block_peers(&[id])
+                    .await
+                    .map_err(|source| LocalClusterError::Admin { id: other, source })?;
+            }
+            other_admin
+                .add_peer(id, &addr)
+                .await
+                .map_err(|source| LocalClusterError::Admin { id: other, source })?;
+        }
+        let candidates: Vec<NodeId> = old_ids
+            .iter()
+            .copied()
+            .filter(|other| !blocked.contains(other))
+            .collect();
+        let last_error = loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let error = match self.wait_for_leader(&candidates, remaining).await {
+                Ok(leader) => match self.admin(leader)?.add_voter(id).await {
+                    Ok(voters) => {
+                        tracing::warn!(node = id, ?voters, "metadata node added");
+                        return Ok(id);
+                    }
+                    Err(error) => error.to_string(),
+                },
+                Err(error) => error.to_string(),
+            };
+            if Instant::now() >= deadline {
+                break error;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        Err(LocalClusterError::NoLeader {
+            among: candidates,
+            after: bound,
+            statuses: format!("adding node {id}: {last_error}"),
+        })
+    }
+
     /// Cuts shard member `member` off from the other members of its shard, both ways (through
     /// the peer filters of all three).
     pub async fn isolate_member(&self, member: NodeId) -> Result<(), LocalClusterError> {
@@ -608,6 +729,14 @@ impl LocalCluster {
         self.kill_on_drop = false;
         std::mem::take(&mut self.children);
         self.manifest.clone()
+    }
+}
+
+/// Sets the value after `flag` in `args`, or appends both.
+fn set_arg(args: &mut Vec<String>, flag: &str, value: &str) {
+    match args.iter().position(|arg| arg == flag) {
+        Some(i) if i + 1 < args.len() => args[i + 1] = value.to_owned(),
+        _ => args.extend([flag.to_owned(), value.to_owned()]),
     }
 }
 

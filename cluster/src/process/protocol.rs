@@ -104,6 +104,19 @@ pub enum AdminRequest {
     BlockPeers(Vec<NodeId>),
     /// Empties the node's peer filter.
     UnblockAllPeers,
+    /// Learns the address of a node being added to the group (sent to every member).
+    AddPeer {
+        /// The new node's id.
+        id: NodeId,
+        /// Its `host:port`.
+        addr: String,
+    },
+    /// Makes node `id` a voter (sent to the leader; it must already know the address). Answered
+    /// once the uniform configuration is committed.
+    AddVoter {
+        /// The new node's id.
+        id: NodeId,
+    },
 }
 
 /// The answer to an [`AdminRequest`].
@@ -113,6 +126,10 @@ pub enum AdminReply {
     Status(NodeStatus),
     /// The peers the filter blocks after the request.
     BlockedPeers(Vec<NodeId>),
+    /// The peers the node knows after an `AddPeer`.
+    Peers(Vec<NodeId>),
+    /// The answer to an `AddVoter`: the voters after the change, or why it failed.
+    Voters(Result<Vec<NodeId>, MetadataError>),
 }
 
 /// What a node says of itself.
@@ -134,4 +151,7 @@ pub struct NodeStatus {
     pub is_leader: bool,
     /// The peers its filter blocks, in id order.
     pub blocked_peers: Vec<NodeId>,
+    /// The voters of the membership it knows (empty before the group forms).
+    #[serde(default)]
+    pub voters: Vec<NodeId>,
 }

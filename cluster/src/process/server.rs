@@ -20,6 +20,9 @@ use crate::metadata::{DiskStoreError, DurableStorage, MetadataError, MetadataNod
 use crate::net::tcp::{self, ServeOptions};
 use crate::net::tcp_transport::{PeerFilter, TcpTransport, TcpTransportOptions};
 
+/// The bound on adding a voter: catching the learner up, then two membership commits.
+const ADD_VOTER_BOUND: Duration = Duration::from_secs(10);
+
 /// When a node forms the group (openraft `initialize` with every peer as a voter).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InitPolicy {
@@ -242,6 +245,7 @@ fn status(node: &MetadataNode, transport: &TcpTransport) -> NodeStatus {
         last_log_index: metrics.as_ref().and_then(|m| m.last_log_index),
         is_leader: node.is_leader(),
         blocked_peers: transport.filter().blocked(),
+        voters: node.voters(),
     }
 }
 
@@ -253,7 +257,7 @@ async fn handle(served: &Served, request: NodeRequest) -> NodeReply {
         NodeRequest::Client(request) => {
             NodeReply::Client(handle_client(&served.node, request).await)
         }
-        NodeRequest::Admin(request) => NodeReply::Admin(handle_admin(served, request)),
+        NodeRequest::Admin(request) => NodeReply::Admin(handle_admin(served, request).await),
     }
 }
 
@@ -274,7 +278,7 @@ async fn handle_client(
     }
 }
 
-fn handle_admin(served: &Served, request: AdminRequest) -> AdminReply {
+async fn handle_admin(served: &Served, request: AdminRequest) -> AdminReply {
     match request {
         AdminRequest::Status => AdminReply::Status(status(&served.node, &served.transport)),
         AdminRequest::BlockPeers(peers) => {
@@ -286,6 +290,16 @@ fn handle_admin(served: &Served, request: AdminRequest) -> AdminReply {
             served.transport.filter().unblock_all();
             tracing::warn!(node = served.node.id(), "peer filter: cleared");
             AdminReply::BlockedPeers(Vec::new())
+        }
+        AdminRequest::AddPeer { id, addr } => {
+            tracing::warn!(node = served.node.id(), new = id, %addr, "learned a new peer");
+            served.transport.add_peer(id, addr);
+            AdminReply::Peers(served.transport.peers().into_keys().collect())
+        }
+        AdminRequest::AddVoter { id } => {
+            tracing::warn!(node = served.node.id(), new = id, "adding a voter");
+            let added = served.node.add_voter(id, ADD_VOTER_BOUND).await;
+            AdminReply::Voters(added.map(|()| served.node.voters()))
         }
     }
 }
