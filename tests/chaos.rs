@@ -652,3 +652,35 @@ fn rolling_restart_of_every_shard_member() {
         faults,
     });
 }
+
+#[test]
+#[ignore = "chaos suite: real processes, ~20 s; cargo test --test chaos -- --ignored"]
+fn node_added_during_a_partition() {
+    // Cut two of the five metadata nodes off, then add a sixth node on the majority's side
+    // (a learner caught up, then a voter: six voters need four, which that side has exactly)
+    // while clients keep writing; heal. Clients may choose the new node once it is added.
+    let faults = vec![
+        at(
+            3_000,
+            4_000,
+            FaultAction::PartitionAddNode {
+                groups: vec![vec![2, 3, 4], vec![0, 1]],
+            },
+        ),
+        at(9_000, 1_500, FaultAction::Kill(leader())),
+    ];
+    let scenario = Scenario {
+        name: "node-added-during-partition",
+        seed: 5,
+        time: Duration::from_secs(16),
+        nemesis: vec![NemesisKind::Partition, NemesisKind::Kill],
+        faults,
+    };
+    let _serial = serial();
+    run_scenario(&scenario, Target::Processes);
+    eprintln!(
+        "chaos: {}: the Docker half was SKIPPED: the containers are the fixed services of \
+         docker/docker-compose.yml, so the Docker target cannot add a node",
+        scenario.name
+    );
+}

@@ -40,8 +40,6 @@ pub struct ClientContext {
     pub recorder: Arc<Recorder>,
     /// The bound on each operation; past it the operation's outcome is unknown.
     pub op_timeout: Duration,
-    /// The number of nodes, `0..node_count`.
-    pub node_count: u64,
     /// The mean time between one client's invocations.
     pub op_interval: Duration,
     /// Live counters.
@@ -111,7 +109,8 @@ impl Client {
             }
             let started = Instant::now();
             let op = self.generator.next_op();
-            let node = self.choose_node(context.node_count);
+            // The cluster's count, not the run's: a node added during the run is a choice too.
+            let node = self.choose_node(context.cluster.node_count());
             let completion = execute(&context, Process::Client(self.process), node, &op).await;
             self.learn(node, op.function(), &completion);
             if completion.event_type == EventType::Info {

@@ -22,6 +22,7 @@ pub const FAULT_CALL_TIMEOUT: Duration = Duration::from_secs(15);
 /// A fault in effect, with what it takes to undo it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum ActiveFault {
+    /// A partition (and any node added during it, which stays).
     Network,
     Killed(u64),
     Paused(u64),
@@ -163,6 +164,24 @@ async fn prepare(cluster: &dyn FaultTarget, action: &FaultAction) -> Prepared {
                 json!({"node": node_name(node)}),
             )
         }
+        FaultAction::PartitionAddNode { groups } => {
+            // The node to be added takes the next index, on the first group's side.
+            let new_node = cluster.node_count();
+            let mut recorded = groups.clone();
+            if let Some(first) = recorded.first_mut() {
+                first.push(new_node);
+            }
+            let names: Vec<Vec<String>> = recorded.iter().map(|group| names(group)).collect();
+            let value = json!({
+                "nemesis": "partition-add-node",
+                "groups": names,
+                "added": node_name(new_node),
+            });
+            Prepared {
+                groups: groups.clone(),
+                ..prepared(Some(new_node), Function::StartPartition, value)
+            }
+        }
     }
 }
 
@@ -207,6 +226,28 @@ async fn apply(
         FaultAction::Pause(_) => {
             fault_call("pause", cluster.pause(node())).await?;
             Ok(ActiveFault::Paused(node()))
+        }
+        FaultAction::PartitionAddNode { groups } => {
+            fault_call(
+                "partition",
+                cluster.partition_groups(prepared.groups.clone()),
+            )
+            .await?;
+            let blocked: Vec<u64> = groups.iter().skip(1).flatten().copied().collect();
+            let added = bounded("add-node", cluster.add_node(blocked))
+                .await?
+                .map_err(|error| {
+                    WorkloadError::TaskFailed(format!("nemesis: add-node: {error}"))
+                })?;
+            if added != node() {
+                return Err(WorkloadError::TaskFailed(format!(
+                    "nemesis: the added node is {}, the history names {}",
+                    node_name(added),
+                    node_name(node())
+                )));
+            }
+            tracing::info!(node = node_name(added), "nemesis: node added");
+            Ok(ActiveFault::Network)
         }
     }
 }

@@ -311,6 +311,18 @@ fn check_target(config: &RunConfig, cluster: &dyn FaultTarget) -> Result<(), Wor
             config.nodes
         )));
     }
+    let adds_nodes = config.schedule.iter().flatten().any(|fault| {
+        matches!(
+            fault.action,
+            crate::schedule::FaultAction::PartitionAddNode { .. }
+        )
+    });
+    if adds_nodes && !cluster.supports_add_node() {
+        return Err(WorkloadError::InvalidConfig(format!(
+            "the {} cluster cannot add nodes, which the schedule asks for",
+            cluster.name()
+        )));
+    }
     if config.nemesis.contains(&NemesisKind::MajoritiesRing) && !cluster.supports_links() {
         return Err(WorkloadError::InvalidConfig(format!(
             "the {} cluster cannot block single links, so it cannot make a majorities ring",
@@ -340,7 +352,6 @@ async fn drive(
         cluster: Arc::clone(cluster),
         recorder: Arc::clone(&recorder),
         op_timeout: config.op_timeout,
-        node_count: config.nodes as u64,
         op_interval: Duration::from_secs_f64(config.concurrency as f64 / config.rate),
         progress: Arc::clone(&progress),
     };
@@ -460,7 +471,7 @@ async fn final_reads(
             read.attempts += 1;
             let node = match context.cluster.current_leader().await {
                 Some(leader) => leader,
-                None => rng.gen_range(0..context.node_count),
+                None => rng.gen_range(0..context.cluster.node_count()),
             };
             let completion = execute(context, Process::Client(process), node, &op).await;
             if completion.event_type == EventType::Ok {

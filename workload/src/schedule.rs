@@ -133,6 +133,13 @@ pub enum FaultAction {
     Kill(NodeTarget),
     /// Pause a node, then resume it.
     Pause(NodeTarget),
+    /// Partition the nodes into these groups, then add a node to the group on the first side
+    /// (cut off from every other group); the heal reconnects everyone, and the node stays.
+    /// Scripted schedules only; the target must support adding nodes.
+    PartitionAddNode {
+        /// The groups; the new node joins `groups[0]`.
+        groups: Vec<Vec<u64>>,
+    },
 }
 
 /// One fault of the schedule.

@@ -147,6 +147,23 @@ pub trait FaultTarget: RegisterTarget {
     /// Blocks exactly these links, both ways (the majorities ring).
     fn block_links(&self, links: Vec<(u64, u64)>) -> TargetFuture<'_, Result<(), FaultError>>;
 
+    /// Whether [`FaultTarget::add_node`] is supported.
+    fn supports_add_node(&self) -> bool {
+        false
+    }
+
+    /// Adds a node to the group, cut off from `blocked` (so it joins the other side of a
+    /// partition), and returns its index, the next one; clients may choose it from then on.
+    fn add_node(&self, blocked: Vec<u64>) -> TargetFuture<'_, Result<u64, FaultError>> {
+        let _ = blocked;
+        Box::pin(async move {
+            Err(FaultError(format!(
+                "the {} cluster cannot add nodes",
+                self.name()
+            )))
+        })
+    }
+
     /// Kills `node` at once, without a chance to flush or say goodbye.
     fn kill(&self, node: u64) -> TargetFuture<'_, Result<(), FaultError>>;
 

@@ -12,6 +12,9 @@ use super::remote::{id_of, RemoteNodes};
 use super::{FaultError, FaultTarget, OpError, RegisterTarget, TargetFuture};
 use crate::error::WorkloadError;
 
+/// The bound on adding a node: its start, then a learner caught up and two membership commits.
+const ADD_NODE_BOUND: Duration = Duration::from_secs(12);
+
 /// How long the nodes may take to stop at the end of a run (SIGTERM, then SIGKILL).
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -138,6 +141,30 @@ impl FaultTarget for ProcessTarget {
                 }
             }
             Ok(())
+        })
+    }
+
+    fn supports_add_node(&self) -> bool {
+        true
+    }
+
+    fn add_node(&self, blocked: Vec<u64>) -> TargetFuture<'_, Result<u64, FaultError>> {
+        Box::pin(async move {
+            let blocked: Vec<_> = blocked.into_iter().map(id_of).collect();
+            let mut cluster = self.cluster.lock().await;
+            let id = cluster
+                .add_node(&blocked, ADD_NODE_BOUND)
+                .await
+                .map_err(fault_error)?;
+            let addr = cluster.addresses()[&id].clone();
+            let index = self.nodes.push(addr);
+            if id_of(index) != id {
+                return Err(FaultError(format!(
+                    "node {id} was added as workload index {index}, which names node {}",
+                    id_of(index)
+                )));
+            }
+            Ok(index)
         })
     }
 

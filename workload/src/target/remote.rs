@@ -5,6 +5,7 @@
 //!
 //! Node ids on the wire are `1..=n`; the workload's index `i` is node id `i + 1`.
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use helios_cluster::net::tcp::FrameOptions;
@@ -32,11 +33,12 @@ pub fn id_of(index: u64) -> NodeId {
     index + 1
 }
 
-/// Client addresses of nodes `0..n` (ids `1..=n`).
+/// Client addresses of nodes `0..n` (ids `1..=n`); clones share them, and a node added to the
+/// group is added here too.
 #[derive(Debug, Clone)]
 pub struct RemoteNodes {
     /// Index `i`'s `host:port`.
-    addrs: Vec<String>,
+    addrs: Arc<RwLock<Vec<String>>>,
     /// The bound on one request; the workload's own operation timeout is the outer bound.
     call_timeout: Duration,
 }
@@ -46,24 +48,35 @@ impl RemoteNodes {
     pub fn new(addrs: Vec<String>, call_timeout: Duration) -> Self {
         assert!(!addrs.is_empty(), "a remote target needs at least one node");
         RemoteNodes {
-            addrs,
+            addrs: Arc::new(RwLock::new(addrs)),
             call_timeout,
         }
     }
 
+    fn addrs(&self) -> Vec<String> {
+        self.addrs.read().expect("node list lock poisoned").clone()
+    }
+
     /// The number of nodes.
     pub fn len(&self) -> u64 {
-        self.addrs.len() as u64
+        self.addrs.read().expect("node list lock poisoned").len() as u64
     }
 
     /// Whether there are no nodes; never, by construction.
     pub fn is_empty(&self) -> bool {
-        self.addrs.is_empty()
+        self.len() == 0
     }
 
     /// Index `node`'s address.
-    pub fn addr(&self, node: u64) -> &str {
-        &self.addrs[node as usize]
+    pub fn addr(&self, node: u64) -> String {
+        self.addrs.read().expect("node list lock poisoned")[node as usize].clone()
+    }
+
+    /// Adds the node at `addr` as the next index, which it returns.
+    pub fn push(&self, addr: String) -> u64 {
+        let mut addrs = self.addrs.write().expect("node list lock poisoned");
+        addrs.push(addr);
+        addrs.len() as u64 - 1
     }
 
     /// Sends one client request to `node` and waits for its answer.
@@ -74,7 +87,7 @@ impl RemoteNodes {
             ..FrameOptions::default()
         };
         let is_write = request.is_write();
-        match call_once(self.addr(node), &NodeRequest::Client(request), &frames).await {
+        match call_once(&self.addr(node), &NodeRequest::Client(request), &frames).await {
             Ok(NodeReply::Client(Ok(reply))) => Ok(reply),
             Ok(NodeReply::Client(Err(error))) => Err(OpError::from_metadata(&error, index_of)),
             Ok(other) => Err(OpError::Unknown {
@@ -149,8 +162,8 @@ impl RemoteNodes {
     /// within [`STATUS_BOUND`]; the lowest index should two ever say so.
     pub async fn current_leader(&self) -> Option<u64> {
         let mut queries = tokio::task::JoinSet::new();
-        for (index, addr) in self.addrs.iter().enumerate() {
-            let admin = AdminClient::new(addr.clone());
+        for (index, addr) in self.addrs().into_iter().enumerate() {
+            let admin = AdminClient::new(addr);
             queries.spawn(async move {
                 let status = tokio::time::timeout(STATUS_BOUND, admin.status()).await;
                 matches!(status, Ok(Ok(status)) if status.is_leader).then_some(index as u64)
