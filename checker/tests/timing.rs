@@ -195,6 +195,56 @@ fn failures_that_outlast_the_heal_still_count() {
 }
 
 #[test]
+fn a_disruption_after_the_system_settled_is_not_the_healed_faults() {
+    // Healed at 1.2 s; a failure until 1.7 s is the fault's aftermath. Then 1 s and more of ok
+    // operations, and a failure observed at 4.0 s: the system had settled, so it is not charged
+    // to the kill (it would have made the RTO 4.05 s).
+    let mut events = Events::default();
+    events.nemesis(1000, "kill", json!({"node": "s0"}));
+    events.nemesis(1200, "restart", json!({"node": "s0"}));
+    events.op(0, 1300, 1700, "fail", "write");
+    events.op(0, 1700, 1750, "ok", "write");
+    events.op(0, 2000, 2050, "ok", "read");
+    events.op(0, 3900, 4000, "fail", "read");
+    events.op(0, 4000, 4050, "ok", "read");
+    let fault = &faults(&events)[0];
+    assert_eq!(fault.affected_ops, 1);
+    assert_eq!(fault.later_disruptions, 1);
+    assert_eq!(fault.rto_ms, Some(750.0));
+    assert!(
+        fault.explanation.contains("not charged"),
+        "{}",
+        fault.explanation
+    );
+}
+
+#[test]
+fn without_a_quiet_second_served_after_the_heal_a_late_failure_still_counts() {
+    // Failures keep coming less than 1 s apart after the heal (1.2 s): each one is still the
+    // fault's aftermath, and so is the one at 3.0 s.
+    let mut events = Events::default();
+    events.nemesis(1000, "kill", json!({"node": "s0"}));
+    events.nemesis(1200, "restart", json!({"node": "s0"}));
+    events.op(0, 1300, 2100, "fail", "write");
+    events.op(0, 2150, 2200, "ok", "read");
+    events.op(0, 2200, 3000, "fail", "write");
+    events.op(0, 3000, 3050, "ok", "read");
+    let fault = &faults(&events)[0];
+    assert_eq!(fault.affected_ops, 2);
+    assert_eq!(fault.later_disruptions, 0);
+    assert_eq!(fault.rto_ms, Some(2050.0));
+    // A quiet second with nothing served is no proof of recovery either.
+    let mut idle = Events::default();
+    idle.nemesis(1000, "kill", json!({"node": "s0"}));
+    idle.nemesis(1200, "restart", json!({"node": "s0"}));
+    idle.op(0, 3500, 4000, "fail", "write");
+    idle.op(0, 4000, 4050, "ok", "write");
+    let fault = &faults(&idle)[0];
+    assert_eq!((fault.affected_ops, fault.later_disruptions), (1, 0));
+    assert_eq!(fault.rto_ms, Some(3050.0));
+}
+
+#[test]
 fn a_later_fault_gets_its_own_failures() {
     let mut events = Events::default();
     events.nemesis(1000, "start-partition", json!(null));

@@ -26,6 +26,11 @@ use serde::Serialize;
 use serde_json::Value;
 use std::collections::HashMap;
 
+/// How long the system must serve, after a fault's heal (or after the last disruption that
+/// followed it), with no disruption before the fault's window closes: later disruptions are not
+/// the fault's.
+pub const SETTLE_NS: u64 = 1_000_000_000;
+
 /// One fault interval and how long the system took to recover from it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct FaultRecovery {
@@ -45,6 +50,9 @@ pub struct FaultRecovery {
     pub targets: Value,
     /// Disruptions (info, pending, or fail with an error) in the fault's window.
     pub affected_ops: usize,
+    /// Disruptions observed after the system had settled following the heal, before the window
+    /// would otherwise have ended: not charged to this fault.
+    pub later_disruptions: usize,
     /// The event index of the last of them.
     pub last_disruption_index: Option<u64>,
     /// Its time (ns).
@@ -232,6 +240,8 @@ pub fn recoveries(history: &Operations) -> (Vec<FaultRecovery>, usize) {
         }
     }
     disruptions.sort_by_key(|d| d.observed.index);
+    let mut served: Vec<u64> = oks.iter().map(|ok| ok.served.index).collect();
+    served.sort_unstable();
     oks.sort_by_key(|ok| ok.invoked);
     let mut starts: Vec<u64> = intervals.iter().map(|i| i.start.index).collect();
     starts.sort_unstable();
@@ -247,10 +257,61 @@ pub fn recoveries(history: &Operations) -> (Vec<FaultRecovery>, usize) {
                 .map_or(interval.start.index, |end| end.index);
             let next = starts.partition_point(|&start| start <= after);
             let window_end = starts.get(next).copied().unwrap_or(u64::MAX);
-            recovery(interval, window_end, &disruptions, &oks)
+            let settled_at = interval
+                .end
+                .as_ref()
+                .and_then(|heal| settled(heal, window_end, &disruptions, &served));
+            let later = settled_at.map_or(0, |cut| {
+                disruptions.partition_point(|d| d.observed.index < window_end)
+                    - disruptions.partition_point(|d| d.observed.index < cut)
+            });
+            let mut recovered = recovery(
+                interval,
+                settled_at.unwrap_or(window_end),
+                &disruptions,
+                &oks,
+            );
+            recovered.later_disruptions = later;
+            if later > 0 {
+                recovered.explanation.push_str(&format!(
+                    "; {later} later disruption(s) came after the system had served for 1 s \
+                     without one following the heal, and are not charged to it"
+                ));
+            }
+            recovered
         })
         .collect();
     (recoveries, unmatched)
+}
+
+/// Where a healed fault's window closes because the system settled: the event index of the first
+/// disruption observed at least [`SETTLE_NS`] after the heal (or after the last disruption
+/// since), when an `ok` was served in between; `None` when none does before `window_end`, or
+/// when the times needed are missing. `served` holds the completion indices of `ok` operations,
+/// sorted.
+fn settled(
+    heal: &FaultEvent,
+    window_end: u64,
+    disruptions: &[Disruption],
+    served: &[u64],
+) -> Option<u64> {
+    let mut quiet_since = (heal.index, heal.time?);
+    let first = disruptions.partition_point(|d| d.observed.index <= heal.index);
+    for disruption in &disruptions[first..] {
+        let observed = disruption.observed;
+        if observed.index >= window_end {
+            return None;
+        }
+        let time = observed.time?;
+        let quiet_for = time.saturating_sub(quiet_since.1);
+        let served_between = served.partition_point(|&index| index <= quiet_since.0)
+            < served.partition_point(|&index| index < observed.index);
+        if quiet_for >= SETTLE_NS && served_between {
+            return Some(observed.index);
+        }
+        quiet_since = (observed.index, time);
+    }
+    None
 }
 
 fn recovery(
@@ -296,6 +357,7 @@ fn recovery(
         end_ns: interval.end.as_ref().and_then(|end| end.time),
         targets: start.value,
         affected_ops: affected.len(),
+        later_disruptions: 0,
         last_disruption_index: last.map(|point| point.index),
         last_disruption_ns: last.and_then(|point| point.time),
         recovered: recovery.is_some(),

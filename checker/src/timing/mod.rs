@@ -18,9 +18,14 @@
 //!   (see [`faults`] for the pairs); unhealed faults run to the end of the history.
 //! - **Window** of a fault: from its start until the start of the first fault that begins
 //!   after it is healed (after it started, for a fault that is never healed, such as an
-//!   add-node), or the end of the history. The fault's *affected operations* are the
-//!   disruptions in its window, so failures that outlast the heal still count, and
-//!   overlapping faults share them.
+//!   add-node), or the end of the history. For a healed fault in a timed history the window
+//!   closes earlier once the system has *settled*: at the first disruption observed at least
+//!   [`faults::SETTLE_NS`] (1 s) after the heal, or after the last disruption that followed
+//!   the heal, when at least one `ok` operation was served in that quiet span. The fault's
+//!   *affected operations* are the disruptions in its window, so failures that outlast the heal
+//!   still count, and overlapping faults share them; disruptions after the system settled are
+//!   not charged to the fault (they are counted as its `later_disruptions`), so a hiccup many
+//!   seconds after a healed fault does not become that fault's recovery time.
 //! - **RTO** (recovery time objective, as measured): from the fault's start to the completion
 //!   of the first `ok` operation invoked after the invocation of the last-invoked disruption in
 //!   the fault's window: the moment a client was served again by a request that the outage did
@@ -230,7 +235,7 @@ pub fn definitions() -> BTreeMap<String, String> {
         ("throughput", "completions per 1 s bucket of completion time, by outcome, from second 0 to the last completion"),
         ("disruption", "an info or fail-with-an-error operation, observed at its completion, or an operation pending at the end, observed at its invocation; a fail without an error (a cas that found another value) is no disruption"),
         ("fault interval", "from the nemesis event that starts a fault to the one that heals it (start-X/stop-X, start/stop, kill/restart or recover or start, pause/resume, isolate or partition/heal); unhealed faults run to the end"),
-        ("window", "from a fault's start until the start of the first fault that begins after it is healed (after it started, for a fault never healed), or the end of the history; the disruptions in it are the fault's affected operations"),
+        ("window", "from a fault's start until the start of the first fault that begins after it is healed (after it started, for a fault never healed), or the end of the history; for a healed fault in a timed history it closes earlier, at the first disruption observed after the system settled: 1 s after the heal (or after the last disruption following it) with no disruption observed and at least one ok operation served; the disruptions in it are the fault's affected operations, and those cut off are counted as later_disruptions"),
         ("rto", "from the fault's start to the completion of the first ok operation invoked after the invocation of the last-invoked disruption observed in its window; 0 if its window has no disruption; none if no ok operation follows"),
         ("invalidation latency", "for each ok write of key k through node n and each other node m with a read of k beginning after the write completed: from the write's completion to the invocation of the first read of k on m after the last such read that returned an older value; 0 if none did; pairs whose last read is stale have none (unconverged)"),
         ("stale read", "an ok read of k on node m returning a value older, in completion order of writes, than an ok write of k through another node that completed before the read began"),
