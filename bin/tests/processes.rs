@@ -381,7 +381,9 @@ fn helios_cluster_up_status_and_down_manage_the_processes() {
     let _serial = serial();
     let dir = tempfile::tempdir().expect("temp dir");
     let dir_arg = dir.path().to_str().expect("utf-8 path");
-    let up = helios(&["cluster", "up", "--nodes", "3", "--dir", dir_arg]);
+    let up = helios(&[
+        "cluster", "up", "--nodes", "3", "--shards", "1", "--dir", dir_arg,
+    ]);
     // Whatever happens next, the nodes must not outlive the test.
     let manifest = ClusterManifest::load(dir.path()).expect("cluster.json");
     let guard = StopOnDrop(manifest.clone());
@@ -391,11 +393,21 @@ fn helios_cluster_up_status_and_down_manage_the_processes() {
         "{}",
         text(&up.stdout)
     );
-    assert_eq!(manifest.nodes.len(), 3);
+    assert!(
+        text(&up.stdout).contains("primaries: shard 0: storage-0"),
+        "{}",
+        text(&up.stdout)
+    );
+    // Three metadata nodes, and one shard: two data nodes and a witness.
+    assert_eq!(manifest.nodes.len(), 6);
 
     let status = helios(&["cluster", "status", "--dir", dir_arg]);
-    assert_eq!(status.status.code(), Some(0), "{}", text(&status.stdout));
-    assert_eq!(text(&status.stdout).matches(" alive ").count(), 3);
+    let shown = text(&status.stdout);
+    assert_eq!(status.status.code(), Some(0), "{shown}");
+    assert_eq!(shown.matches(" alive ").count(), 3, "{shown}");
+    assert!(shown.contains("shard 0: primary storage-0"), "{shown}");
+    assert_eq!(shown.matches(" mirror ").count(), 1, "{shown}");
+    assert_eq!(shown.matches(" witness ").count(), 1, "{shown}");
 
     let again = helios(&["cluster", "up", "--nodes", "3", "--dir", dir_arg]);
     assert_eq!(
@@ -431,7 +443,7 @@ fn helios_cluster_up_status_and_down_manage_the_processes() {
     let down = helios(&["cluster", "down", "--dir", dir_arg]);
     assert_eq!(down.status.code(), Some(0), "{}", text(&down.stdout));
     let stdout = text(&down.stdout);
-    assert_eq!(stdout.matches("stopped (SIGTERM)").count(), 2, "{stdout}");
+    assert_eq!(stdout.matches("stopped (SIGTERM)").count(), 5, "{stdout}");
     assert!(stdout.contains("node 3: already down"), "{stdout}");
     drop(guard);
 }
