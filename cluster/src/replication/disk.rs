@@ -339,6 +339,7 @@ impl MemberDisk {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     const RECORD_1: EpochRecord = EpochRecord {
         epoch: 1,
@@ -405,6 +406,95 @@ mod tests {
             Some(b"x".to_vec())
         );
         assert_eq!(read, durable);
+    }
+
+    /// One change to a data node's durable state, as the protocol makes them.
+    #[derive(Clone, Debug)]
+    enum Change {
+        /// A primary appends a client write.
+        Push { value: u8 },
+        /// A mirror applies a primary's batch after `prev` (clamped to the log), with entries
+        /// of a newer epoch, which cuts any conflicting suffix.
+        Replicate { prev: u64, count: u8 },
+        /// A deposed primary cuts back to `index` (clamped).
+        Truncate { index: u64 },
+        /// The commit index moves (clamped to the log).
+        Commit { index: u64 },
+        /// A save, and sometimes a reopen of the file.
+        Save { reopen: bool },
+    }
+
+    fn change() -> impl Strategy<Value = Change> {
+        prop_oneof![
+            4 => any::<u8>().prop_map(|value| Change::Push { value }),
+            2 => (0..40u64, 1..5u8).prop_map(|(prev, count)| Change::Replicate { prev, count }),
+            1 => (0..40u64).prop_map(|index| Change::Truncate { index }),
+            2 => (0..40u64).prop_map(|index| Change::Commit { index }),
+            3 => any::<bool>().prop_map(|reopen| Change::Save { reopen }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever sequence of appends, replicated batches, truncations and commits happens
+        /// between saves, the file reads back exactly the state of the last save.
+        #[test]
+        fn incremental_saves_always_read_back_the_state_saved(
+            changes in proptest::collection::vec(change(), 1..40)
+        ) {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let (mut disk, stored) = MemberDisk::open(dir.path(), &identity()).expect("open");
+            let mut durable = stored.replica_durable(RECORD_1, disk.path()).expect("fresh");
+            let mut saved = durable.clone();
+            let mut epoch = 1;
+            for change in changes {
+                let last = durable.log.last_index();
+                match change {
+                    Change::Push { value } => {
+                        durable.log.push(epoch, b"k".to_vec(), vec![value]);
+                    }
+                    Change::Replicate { prev, count } => {
+                        epoch += 1;
+                        let prev = prev.min(last);
+                        let prev_epoch = durable.log.epoch_at(prev).expect("within the log");
+                        let entries: Vec<Entry> = (0..u64::from(count))
+                            .map(|i| Entry {
+                                epoch,
+                                index: prev + 1 + i,
+                                key: b"k".to_vec(),
+                                value: vec![i as u8],
+                            })
+                            .collect();
+                        durable
+                            .log
+                            .append_after(prev, prev_epoch, &entries)
+                            .expect("the previous entry matches");
+                    }
+                    Change::Truncate { index } => durable.log.truncate_after(index.min(last)),
+                    Change::Commit { index } => durable.commit_index = index.min(last),
+                    Change::Save { reopen } => {
+                        durable.commit_index = durable.commit_index.min(durable.log.last_index());
+                        let changed_from = durable.log.take_changed_from();
+                        disk.save_replica(&durable, changed_from).expect("save");
+                        saved = durable.clone();
+                        if reopen {
+                            drop(disk);
+                            let (again, stored) =
+                                MemberDisk::open(dir.path(), &identity()).expect("reopen");
+                            disk = again;
+                            let read = stored
+                                .replica_durable(RECORD_1, disk.path())
+                                .expect("valid state");
+                            prop_assert_eq!(&read, &saved);
+                        }
+                    }
+                }
+                durable.commit_index = durable.commit_index.min(durable.log.last_index());
+            }
+            drop(disk);
+            prop_assert_eq!(reopen(dir.path()), saved);
+        }
     }
 
     #[test]
