@@ -375,8 +375,8 @@ mod tests {
                 .push(1, b"k".to_vec(), value.as_bytes().to_vec());
         }
         durable.commit_index = 1;
-        disk.save_replica(&durable, durable.log.take_changed_from())
-            .expect("save");
+        let changed_from = durable.log.take_changed_from();
+        disk.save_replica(&durable, changed_from).expect("save");
         drop(disk);
         let read = reopen(dir.path());
         assert_eq!(read, durable);
@@ -390,12 +390,12 @@ mod tests {
         };
         durable.log.truncate_after(1);
         durable.log.push(2, b"k".to_vec(), b"x".to_vec());
-        disk.save_replica(&durable, durable.log.take_changed_from())
-            .expect("save");
+        let changed_from = durable.log.take_changed_from();
+        disk.save_replica(&durable, changed_from).expect("save");
         let saves = disk.n_saves();
         // Nothing changed: no transaction.
-        disk.save_replica(&durable, durable.log.take_changed_from())
-            .expect("save");
+        let changed_from = durable.log.take_changed_from();
+        disk.save_replica(&durable, changed_from).expect("save");
         assert_eq!(disk.n_saves(), saves);
         drop(disk);
         let read = reopen(dir.path());
