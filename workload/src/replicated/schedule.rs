@@ -221,7 +221,8 @@ mod tests {
             duration_min: Duration::from_millis(800),
             duration_max: Duration::from_millis(2000),
         };
-        let phase = Duration::from_secs(30);
+        // Long enough for every one of the seven kinds to be drawn.
+        let phase = Duration::from_secs(120);
         let plan = |seed| {
             plan_replication_faults(
                 &mut ChaCha8Rng::seed_from_u64(seed),
