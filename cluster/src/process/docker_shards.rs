@@ -76,6 +76,17 @@ impl DockerShards {
         Ok(cluster)
     }
 
+    /// The shards of a project already up (as `helios cluster up --target docker` left them);
+    /// dropping them does not remove them.
+    pub fn attach(spec: DockerShardsSpec) -> Self {
+        DockerShards {
+            spec,
+            paused: BTreeSet::new(),
+            killed: BTreeSet::new(),
+            down_on_drop: false,
+        }
+    }
+
     fn env(&self) -> Vec<(String, String)> {
         let mut env = vec![
             ("HELIOS_IMAGE".to_string(), self.spec.image.clone()),
