@@ -1,28 +1,31 @@
 //! The chaos suite: the register workload through a real metadata cluster under scripted faults,
 //! each scenario first against `helios node` processes on loopback, then against the same five
 //! nodes in Docker containers when a Docker engine answers; and the register workload through
-//! replicated shards of data node and witness processes (a primary isolated during writes,
-//! pauses of the witness, a rolling restart of every member), against processes only. Every run is recorded and checked:
-//! the checker must say `valid`, every key must be served after the heal, and the recovery time
-//! (RTO, as the checker's timing report defines it) of every fault must stay under the seed's
-//! fail-over floor, [`RTO_FLOOR_MS`]. Each RTO is also printed against the tighter goal,
-//! [`RTO_GOAL_MS`], which this 2-core CI machine usually but not always meets: a leader that
-//! misses its lease for a moment under load refuses a read seconds after a fault, and the
-//! checker charges that refusal to the fault before it (seen once: 7.7 s after a kill whose
-//! recovery took 0.5 s).
+//! replicated shards of data nodes and witnesses (a primary isolated during writes, pauses of
+//! the witness, a rolling restart of every member), likewise first against member processes,
+//! then against member containers (the shard services of `docker/docker-compose.yml`: kills,
+//! restarts and pauses by Docker, isolations through the members' peer filters on both). Every
+//! run is recorded and checked: the checker must say `valid`, every key must be served after
+//! the heal, and the recovery time (RTO, as the checker's timing report defines it) of every
+//! fault must stay under the seed's fail-over floor, [`RTO_FLOOR_MS`]. Each RTO is also printed
+//! against the tighter goal, [`RTO_GOAL_MS`], which this 2-core CI machine usually but not
+//! always meets: a leader that misses its lease for a moment under load refuses a read seconds
+//! after a fault, and the checker charges that refusal to the fault before it (seen once: 7.7 s
+//! after a kill whose recovery took 0.5 s). When the Docker half of a scenario cannot run, the
+//! scenario says so and why ("the Docker half was SKIPPED: ...").
 //!
-//! Ignored by default (each scenario takes 25-60 s and starts real processes):
+//! Ignored by default (each scenario takes 25-60 s per target and starts real processes):
 //!
 //! ```sh
 //! cargo test --test chaos -- --ignored --nocapture
 //! ```
 //!
 //! Processes need a release `helios` binary, which the suite builds (`cargo build --release -p
-//! helios`, a no-op when it is fresh) unless `HELIOS_BIN` names one. Docker needs the image `helios:local`, which
-//! the suite builds with `docker/build-image.sh` (a static release build, then an image FROM
-//! scratch) unless `HELIOS_CHAOS_SKIP_IMAGE_BUILD` is set; `HELIOS_CHAOS_NO_DOCKER` skips the
-//! Docker half. Runs are kept in
-//! `target/chaos-runs/<scenario>-<target>/` (or `$HELIOS_CHAOS_STORE`).
+//! helios`, a no-op when it is fresh) unless `HELIOS_BIN` names one (the static build of the
+//! image will do). Docker needs the image `helios:local`, which the suite builds with
+//! `docker/build-image.sh` (a static release build, then an image FROM scratch) unless
+//! `HELIOS_CHAOS_SKIP_IMAGE_BUILD` is set; `HELIOS_CHAOS_NO_DOCKER` skips the Docker half. Runs
+//! are kept in `target/chaos-runs/<scenario>-<target>/` (or `$HELIOS_CHAOS_STORE`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -32,13 +35,16 @@ use std::time::{Duration, Instant};
 use helios_checker::check::{check_file, CheckOptions};
 use helios_checker::Verdict;
 use helios_cluster::process::{
-    docker_available, pick_free_ports, DockerClusterSpec, LocalClusterSpec, Ports, DOCKER_NODES,
+    docker_available, pick_free_ports, DockerClusterSpec, DockerShardsSpec, LocalClusterSpec,
+    Ports, DOCKER_NODES,
 };
 use helios_workload::client::RunProgress;
 use helios_workload::replicated::runner::{run_replicated_on, StartReplicaTarget};
 use helios_workload::replicated::schedule::PlannedReplicationFault;
 use helios_workload::replicated::target::SharedReplicaTarget;
-use helios_workload::replicated::{ReplicatedRunConfig, ReplicationFaultKind, ShardProcessTarget};
+use helios_workload::replicated::{
+    DockerShardTarget, ReplicatedRunConfig, ReplicationFaultKind, ShardProcessTarget,
+};
 use helios_workload::runner::{run_on, StartTarget, STARTUP_TIMEOUT};
 use helios_workload::schedule::{FaultAction, NemesisKind, NodeTarget, PlannedFault};
 use helios_workload::target::{DockerTarget, FaultTarget, ProcessTarget};
@@ -413,8 +419,8 @@ fn partition_of_the_leader_during_writes() {
 }
 
 // Replicated shards: data nodes and witnesses as `helios node --role storage|witness`
-// processes. The Docker half is not run for these: docker/docker-compose.yml holds the metadata
-// group only (see the note printed by `shard_scenario`).
+// processes, then as containers (the shard members of docker/docker-compose.yml). Kills,
+// restarts and pauses are Docker's own there; isolations go through the peer filters on both.
 
 /// One replicated scenario: its faults on shards of two data nodes and a witness each.
 struct ShardScenario {
@@ -439,11 +445,50 @@ fn shard_fault(
     }
 }
 
-/// Runs `scenario` against shard member processes, checks it, prints the checker's and the
+/// Starts the shards of one run: member processes, or containers of
+/// `docker/docker-compose.yml` (services `s0..s<3n-1>`) in a project of their own.
+fn shard_starter(target: Target, shards: usize) -> StartReplicaTarget {
+    match target {
+        Target::Processes => {
+            let binary = helios_binary().to_path_buf();
+            Box::new(move |run_dir| {
+                let spec = LocalClusterSpec {
+                    binary,
+                    dir: run_dir.join("cluster"),
+                    n_nodes: 0,
+                    n_shards: shards,
+                    ports: Ports::Free,
+                    node_args: Vec::new(),
+                    rust_log: Some("info".to_owned()),
+                    exit_with_parent: true,
+                };
+                Box::pin(async move {
+                    let target =
+                        ShardProcessTarget::start(spec, SHARD_OP_TIMEOUT, STARTUP_TIMEOUT).await?;
+                    Ok(Arc::new(target) as SharedReplicaTarget)
+                })
+            })
+        }
+        Target::Docker => Box::new(move |_run_dir| {
+            let spec = DockerShardsSpec {
+                compose_file: repository().join("docker/docker-compose.yml"),
+                project: format!("helios-chaos-shards-{}", std::process::id()),
+                image: "helios:local".to_owned(),
+                shard_ports: pick_free_ports(3 * shards).expect("free ports"),
+            };
+            Box::pin(async move {
+                let startup = Duration::from_secs(60);
+                let target = DockerShardTarget::start(spec, SHARD_OP_TIMEOUT, startup).await?;
+                Ok(Arc::new(target) as SharedReplicaTarget)
+            })
+        }),
+    }
+}
+
+/// Runs `scenario` against shard members on `target`, checks it, prints the checker's and the
 /// harness's recovery of every fault, and asserts the verdict, liveness, that every fault was
 /// applied, and each fault's RTO.
-fn shard_scenario(scenario: ShardScenario) {
-    let _serial = serial();
+fn run_shard_scenario(scenario: &ShardScenario, target: Target) {
     let mut kinds: Vec<ReplicationFaultKind> = scenario.faults.iter().map(|f| f.kind).collect();
     kinds.dedup();
     let config = ReplicatedRunConfig {
@@ -459,36 +504,20 @@ fn shard_scenario(scenario: ShardScenario) {
         store_dir: std::env::var_os("HELIOS_CHAOS_STORE")
             .map(PathBuf::from)
             .unwrap_or_else(|| repository().join("target/chaos-runs"))
-            .join(format!("{}-processes", scenario.name)),
+            .join(format!("{}-{}", scenario.name, target.name())),
         ..ReplicatedRunConfig::default()
     };
     config.validate().expect("a valid scenario");
     eprintln!(
-        "chaos: {} against shard processes (seed {}, {} shards, {} faults, {:?})",
+        "chaos: {} against shard {} (seed {}, {} shards, {} faults, {:?})",
         scenario.name,
+        target.name(),
         config.seed,
         config.shards,
         scenario.faults.len(),
         config.time
     );
-    let binary = helios_binary().to_path_buf();
-    let shards = config.shards;
-    let start: StartReplicaTarget = Box::new(move |run_dir| {
-        let spec = LocalClusterSpec {
-            binary,
-            dir: run_dir.join("cluster"),
-            n_nodes: 0,
-            n_shards: shards,
-            ports: Ports::Free,
-            node_args: Vec::new(),
-            rust_log: Some("info".to_owned()),
-            exit_with_parent: true,
-        };
-        Box::pin(async move {
-            let target = ShardProcessTarget::start(spec, SHARD_OP_TIMEOUT, STARTUP_TIMEOUT).await?;
-            Ok(Arc::new(target) as SharedReplicaTarget)
-        })
-    });
+    let start = shard_starter(target, config.shards);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -500,7 +529,7 @@ fn shard_scenario(scenario: ShardScenario) {
             Arc::new(RunProgress::default()),
             start,
         ))
-        .unwrap_or_else(|error| panic!("{}: {error}", scenario.name));
+        .unwrap_or_else(|error| panic!("{} on {}: {error}", scenario.name, target.name()));
     runtime.shutdown_timeout(Duration::from_secs(5));
 
     let options = CheckOptions {
@@ -511,8 +540,11 @@ fn shard_scenario(scenario: ShardScenario) {
     let history = outcome.history_path.display();
     let timing = report.timing.as_ref().expect("a timed history");
     eprintln!(
-        "chaos: {} on shard processes: {} ({} ops), history {history}",
-        scenario.name, report.verdict, report.n_ops
+        "chaos: {} on shard {}: {} ({} ops), history {history}",
+        scenario.name,
+        target.name(),
+        report.verdict,
+        report.n_ops
     );
     for (fault, harness) in timing.faults.iter().zip(&outcome.harness_recoveries) {
         eprintln!(
@@ -559,11 +591,20 @@ fn shard_scenario(scenario: ShardScenario) {
             fault.start_ns
         );
     }
-    eprintln!(
-        "chaos: {}: the Docker half was SKIPPED: docker/docker-compose.yml runs the metadata \
-         group only, not replicated shards",
-        scenario.name
-    );
+}
+
+/// Runs `scenario` against shard member processes, then against shard member containers when
+/// a Docker engine answers.
+fn shard_scenario(scenario: ShardScenario) {
+    let _serial = serial();
+    run_shard_scenario(&scenario, Target::Processes);
+    match docker_ready() {
+        Ok(()) => run_shard_scenario(&scenario, Target::Docker),
+        Err(reason) => eprintln!(
+            "chaos: {}: the Docker half was SKIPPED: {reason}",
+            scenario.name
+        ),
+    }
 }
 
 /// The bound on each client operation against shard processes: longer than the in-process
@@ -571,7 +612,7 @@ fn shard_scenario(scenario: ShardScenario) {
 const SHARD_OP_TIMEOUT: Duration = Duration::from_millis(200);
 
 #[test]
-#[ignore = "chaos suite: real processes, ~30 s; cargo test --test chaos -- --ignored"]
+#[ignore = "chaos suite: real processes and containers, ~1 min; cargo test --test chaos -- --ignored"]
 fn primary_isolated_during_writes() {
     // Cut each shard's primary off from its mirror and witness (peer filters; clients still
     // reach it) while clients write: the witness promotes the mirror, and the isolated primary
@@ -596,7 +637,7 @@ fn primary_isolated_during_writes() {
 }
 
 #[test]
-#[ignore = "chaos suite: real processes, ~30 s; cargo test --test chaos -- --ignored"]
+#[ignore = "chaos suite: real processes and containers, ~1 min; cargo test --test chaos -- --ignored"]
 fn pauses_of_the_witness() {
     // SIGSTOP the witness of each shard, twice, and once each primary: a paused witness must
     // not stop a healthy primary, and a primary that wakes from a pause must not serve on a
@@ -618,7 +659,7 @@ fn pauses_of_the_witness() {
 }
 
 #[test]
-#[ignore = "chaos suite: real processes, ~30 s; cargo test --test chaos -- --ignored"]
+#[ignore = "chaos suite: real processes and containers, ~1 min; cargo test --test chaos -- --ignored"]
 fn rolling_restart_of_every_shard_member() {
     // SIGKILL and restart from the data directory: the primary (so the mirror takes over), the
     // new primary (so the first comes back as primary), then the witness; on each shard.

@@ -1,6 +1,8 @@
 //! `helios cluster up|status|down`: a local cluster of `helios node` processes (a metadata group
-//! and replicated shards of data nodes and witnesses), recorded in `DIR/cluster.json`, or (`--target docker`) five containers of `docker/docker-compose.yml`,
-//! recorded in `DIR/docker.json`. Glue over `helios_cluster::process`.
+//! and replicated shards of data nodes and witnesses), recorded in `DIR/cluster.json`, or
+//! (`--target docker`) the same as containers of `docker/docker-compose.yml` (five metadata
+//! nodes, up to three shards), recorded in `DIR/docker.json`. Glue over
+//! `helios_cluster::process`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,11 +10,12 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use helios_cluster::process::{
-    stop_all, AdminClient, ClusterManifest, DockerCluster, LocalCluster, LocalClusterSpec,
-    ManifestNode, NodeStatus, Ports, ProcessState, ShardClient, StopOutcome, DOCKER_NODES,
+    stop_all, AdminClient, ClusterManifest, DockerCluster, DockerShards, LocalCluster,
+    LocalClusterSpec, ManifestNode, NodeStatus, Ports, ProcessState, ShardClient, StopOutcome,
+    DOCKER_NODES, DOCKER_SHARDS,
 };
 
-use crate::docker::{container_state, prepare_image, DockerManifest, IMAGE};
+use crate::docker::{container_state, prepare_image, state_of, DockerManifest, IMAGE};
 
 /// Where `helios cluster up` starts the nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -182,21 +185,34 @@ async fn up(args: UpArgs) -> anyhow::Result<i32> {
     }
 }
 
-/// `up --target docker`: build the image, start the containers, wait for a leader, record
-/// `DIR/docker.json`.
+/// `up --target docker`: build the image, start the metadata containers and wait for a leader,
+/// start the shard members' containers (a project of their own) and wait for every shard's
+/// primary, record `DIR/docker.json`.
 async fn up_docker(args: UpArgs) -> anyhow::Result<i32> {
     if args.nodes != DOCKER_NODES {
         bail!("--target docker starts the {DOCKER_NODES} nodes of docker/docker-compose.yml");
+    }
+    if args.shards > DOCKER_SHARDS {
+        bail!(
+            "--target docker has at most the {DOCKER_SHARDS} shards of docker/docker-compose.yml"
+        );
     }
     if !args.node_args.is_empty() {
         bail!("--target docker takes the node arguments of docker/docker-compose.yml");
     }
     prepare_image(&args.dir)?;
     let base = args.base_port.unwrap_or(7101);
+    // Shard members follow the metadata nodes with --base-port; else the compose defaults.
+    let shard_base = args
+        .base_port
+        .map_or(7200, |base| base + DOCKER_NODES as u16);
     let manifest = DockerManifest {
         project: "helios".to_owned(),
         image: IMAGE.to_owned(),
         ports: (0..DOCKER_NODES as u16).map(|i| base + i).collect(),
+        shard_ports: (0..3 * args.shards as u16)
+            .map(|m| shard_base + m)
+            .collect(),
     };
     let cluster = DockerCluster::up(manifest.spec(&args.dir))?;
     manifest.save(&args.dir)?;
@@ -204,23 +220,85 @@ async fn up_docker(args: UpArgs) -> anyhow::Result<i32> {
         println!("node {id} container {} on {addr}", cluster.container(id));
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(args.wait_secs);
-    while std::time::Instant::now() < deadline {
+    let mut leader = None;
+    while leader.is_none() && std::time::Instant::now() < deadline {
         for (id, addr) in cluster.addresses() {
             if let Ok(status) = AdminClient::new(addr.clone()).status().await {
                 if status.is_leader {
                     println!("leader: node {id} at {addr} (term {})", status.term);
-                    println!("cluster: {}", DockerManifest::path_in(&args.dir).display());
-                    cluster.detach();
-                    return Ok(0);
+                    leader = Some(id);
+                    break;
                 }
             }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        if leader.is_none() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
-    eprintln!("helios cluster up: no leader within {} s", args.wait_secs);
-    eprintln!("node logs: docker logs {}", cluster.container(1));
-    // Dropping the cluster removes the containers.
-    Ok(1)
+    if leader.is_none() {
+        eprintln!("helios cluster up: no leader within {} s", args.wait_secs);
+        eprintln!("node logs: docker logs {}", cluster.container(1));
+        // Dropping the cluster removes the containers.
+        return Ok(1);
+    }
+    let shards = match manifest.shards_spec(&args.dir) {
+        Some(spec) => {
+            let shards = DockerShards::up(spec)?;
+            let client = shards.shard_client(Duration::from_secs(1));
+            for shard in 0..shards.shard_count() {
+                let primary = loop {
+                    if let Some(primary) = shard_primary(&client, shard).await {
+                        break Some(primary);
+                    }
+                    if std::time::Instant::now() >= deadline {
+                        break None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                };
+                let base = 3 * shard as u64;
+                for member in base..base + 3 {
+                    println!(
+                        "shard {shard} member {member} container {} on {}",
+                        shards.container(member),
+                        client.addrs()[&(shard, member)]
+                    );
+                }
+                match primary {
+                    Some(primary) => println!("shard {shard}: primary storage-{primary}"),
+                    None => {
+                        eprintln!(
+                            "helios cluster up: shard {shard} has no primary within {} s",
+                            args.wait_secs
+                        );
+                        eprintln!("member logs: docker logs {}", shards.container(base));
+                        // Dropping both removes the containers.
+                        return Ok(1);
+                    }
+                }
+            }
+            Some(shards)
+        }
+        None => None,
+    };
+    println!("cluster: {}", DockerManifest::path_in(&args.dir).display());
+    cluster.detach();
+    if let Some(shards) = shards {
+        shards.detach();
+    }
+    Ok(0)
+}
+
+/// The data node of `shard` that acts as primary, if one answers that it does.
+async fn shard_primary(client: &ShardClient, shard: usize) -> Option<u64> {
+    let base = 3 * shard as u64;
+    for member in [base, base + 1] {
+        if let Ok(status) = client.status(shard, member).await {
+            if status.is_primary {
+                return Some(member);
+            }
+        }
+    }
+    None
 }
 
 /// How `up` and `status` name a node process.
@@ -357,7 +435,71 @@ async fn status_docker(dir: &std::path::Path, manifest: &DockerManifest) -> anyh
             many => format!("several nodes hold a lease: {many:?}"),
         }
     );
+    if let Some(spec) = manifest.shards_spec(dir) {
+        healthy &= shard_statuses_docker(&DockerShards::attach(spec)).await;
+    }
     Ok(if healthy && !leaders.is_empty() { 0 } else { 1 })
+}
+
+/// Prints a line per shard member container (Docker's state and the member's own status) and
+/// one per shard; whether every member answered and every shard has exactly one primary.
+async fn shard_statuses_docker(shards: &DockerShards) -> bool {
+    let client = shards.shard_client(Duration::from_secs(2));
+    let mut healthy = true;
+    for shard in 0..shards.shard_count() {
+        let mut primaries = Vec::new();
+        let base = 3 * shard as u64;
+        for member in base..base + 3 {
+            let container = shards.container(member);
+            let state = state_of(&container);
+            let addr = &client.addrs()[&(shard, member)];
+            let name = if member == base + 2 {
+                format!("witness-{member} (shard {shard})")
+            } else {
+                format!("storage-{member} (shard {shard})")
+            };
+            match client.status(shard, member).await {
+                Ok(s) => {
+                    if s.is_primary {
+                        primaries.push(member);
+                    }
+                    let role = if s.witness {
+                        "witness"
+                    } else if s.is_primary {
+                        "PRIMARY"
+                    } else if s.record.primary == member {
+                        "primary (no lease)"
+                    } else {
+                        "mirror"
+                    };
+                    healthy &= state == "running" && !s.stopped;
+                    println!(
+                        "{name:<22} {addr:<21} {role:<18} epoch {:<4} commit {:<6} blocked {:?} \
+                         ({state})",
+                        s.record.epoch,
+                        s.commit_index.map_or("-".to_string(), |i| i.to_string()),
+                        s.blocked_peers,
+                    );
+                }
+                Err(error) => {
+                    healthy = false;
+                    println!("{name:<22} {addr:<21} no answer: {error} ({state})");
+                }
+            }
+        }
+        match primaries.as_slice() {
+            [p] => println!("shard {shard}: primary storage-{p}"),
+            [] => {
+                healthy = false;
+                println!("shard {shard}: no primary");
+            }
+            many => {
+                healthy = false;
+                println!("shard {shard}: several primaries {many:?}");
+            }
+        }
+    }
+    healthy
 }
 
 async fn status(args: DirArgs) -> anyhow::Result<i32> {
@@ -416,6 +558,11 @@ async fn status(args: DirArgs) -> anyhow::Result<i32> {
 
 fn down(args: DownArgs) -> anyhow::Result<i32> {
     if let Some(manifest) = DockerManifest::load(&args.dir)? {
+        if let Some(spec) = manifest.shards_spec(&args.dir) {
+            let project = spec.project.clone();
+            DockerShards::attach(spec).down()?;
+            println!("containers and network of project {project} (the shards) removed");
+        }
         let mut cluster = DockerCluster::attach(manifest.spec(&args.dir));
         cluster.down()?;
         std::fs::remove_file(DockerManifest::path_in(&args.dir))?;

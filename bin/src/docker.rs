@@ -1,12 +1,14 @@
 //! The Docker side of `helios cluster up --target docker` and `helios run --target docker`: the
-//! compose file and Dockerfile (compiled in from `docker/`, so the binary works from any
-//! directory), and the image, built FROM scratch around a statically linked helios.
+//! compose file (the metadata group and the replicated shards) and Dockerfile (compiled in from
+//! `docker/`, so the binary works from any directory), and the image, built FROM scratch around
+//! a statically linked helios.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use helios_cluster::process::{
-    build_image, run_bounded, DockerCluster, DockerClusterSpec, DOCKER_COMMAND_BOUND,
+    build_image, run_bounded, DockerCluster, DockerClusterSpec, DockerShardsSpec,
+    DOCKER_COMMAND_BOUND,
 };
 use serde::{Deserialize, Serialize};
 
@@ -107,6 +109,10 @@ pub struct DockerManifest {
     pub image: String,
     /// The host port of node `i`, index `i - 1`.
     pub ports: Vec<u16>,
+    /// The host port of shard member `m`, index `m` (three per shard; none in a manifest
+    /// written before the shards ran in Docker).
+    #[serde(default)]
+    pub shard_ports: Vec<u16>,
 }
 
 impl DockerManifest {
@@ -144,18 +150,29 @@ impl DockerManifest {
             ports: self.ports.clone(),
         }
     }
+
+    /// The spec of the replicated shards, if there are any: the shard services of the same
+    /// compose file, in the project `<project>-shards` (so on a network of their own).
+    pub fn shards_spec(&self, dir: &Path) -> Option<DockerShardsSpec> {
+        (!self.shard_ports.is_empty()).then(|| DockerShardsSpec {
+            compose_file: dir.join("docker-compose.yml"),
+            project: format!("{}-shards", self.project),
+            image: self.image.clone(),
+            shard_ports: self.shard_ports.clone(),
+        })
+    }
 }
 
 /// The state Docker reports for node `id`'s container: running, paused, exited, ...
 pub fn container_state(cluster: &DockerCluster, id: u64) -> String {
+    state_of(&cluster.container(id))
+}
+
+/// The state Docker reports for the container named `container`, or `missing`.
+pub fn state_of(container: &str) -> String {
     run_bounded(
         "docker",
-        &[
-            "inspect",
-            "--format",
-            "{{.State.Status}}",
-            &cluster.container(id),
-        ],
+        &["inspect", "--format", "{{.State.Status}}", container],
         &[],
         DOCKER_COMMAND_BOUND,
     )

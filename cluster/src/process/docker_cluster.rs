@@ -1,8 +1,8 @@
-//! [`DockerCluster`]: the metadata group as containers (`docker/docker-compose.yml`: one
-//! `helios node` per container on a private network, each published on 127.0.0.1), and the
-//! real faults on them: `docker kill` and `docker start` (the container keeps its data
-//! directory), `docker pause`/`unpause` (the cgroup freezer), and `docker network disconnect`/
-//! `connect` (the node loses every peer, and clients too).
+//! [`DockerCluster`]: the metadata group as containers (services `m1..m5` of
+//! `docker/docker-compose.yml`: one `helios node` per container on a private network, each
+//! published on 127.0.0.1), and the real faults on them: `docker kill` and `docker start` (the
+//! container keeps its data directory), `docker pause`/`unpause` (the cgroup freezer), and
+//! `docker network disconnect`/`connect` (the node loses every peer, and clients too).
 //!
 //! Every `docker` and `docker-compose` command runs with a bound; one that overruns is killed
 //! and reported. Dropping the cluster removes its containers and network (`docker-compose down`)
@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use crate::metadata::NodeId;
 
-/// The number of nodes `docker/docker-compose.yml` defines.
+/// The number of metadata nodes `docker/docker-compose.yml` defines (services `m1..m5`; its
+/// shard members are [`super::DockerShards`]').
 pub const DOCKER_NODES: usize = 5;
 /// The port every node listens on inside its container.
 pub const CONTAINER_PORT: u16 = 7000;
@@ -86,7 +87,7 @@ pub fn run_bounded(
 }
 
 /// Runs `program args` with `env`, bounded; returns its stdout and stderr.
-fn run_bounded_output(
+pub(super) fn run_bounded_output(
     program: &str,
     args: &[&str],
     env: &[(String, String)],
@@ -200,7 +201,11 @@ impl DockerCluster {
         };
         // A project left over by a run that was killed would hold the names.
         let _ = cluster.compose(&["down", "--volumes", "--timeout", "1"]);
-        cluster.compose(&["up", "-d", "--no-build"])?;
+        // The metadata services by name: the compose file also defines the shard members.
+        let services: Vec<String> = cluster.ids().into_iter().map(Self::service).collect();
+        let mut args = vec!["up", "-d", "--no-build"];
+        args.extend(services.iter().map(String::as_str));
+        cluster.compose(&args)?;
         Ok(cluster)
     }
 

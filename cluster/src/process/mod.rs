@@ -9,6 +9,7 @@
 
 mod client;
 mod docker_cluster;
+mod docker_shards;
 mod local_cluster;
 mod manifest;
 pub mod protocol;
@@ -25,6 +26,7 @@ pub use docker_cluster::{
     build_image, docker_available, run_bounded, DockerCluster, DockerClusterSpec, DockerError,
     COMPOSE_BOUND, CONTAINER_PORT, DOCKER_COMMAND_BOUND, DOCKER_NODES,
 };
+pub use docker_shards::{DockerShards, DockerShardsSpec, DOCKER_SHARDS};
 pub use local_cluster::{
     member_process, pick_free_ports, LocalCluster, LocalClusterError, LocalClusterSpec, Ports,
     SHARD_PROCESS_BASE,

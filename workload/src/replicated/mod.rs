@@ -2,16 +2,19 @@
 //! mirror and a witness per shard), with a nemesis that kills and isolates primaries, mirrors
 //! and witnesses, and the harness's own failover measurement to set beside the checker's RTO.
 //!
-//! The history has the Raft register workload's format (same recorder, same events) with
-//! `"target":"replication"` in its header; nodes are named `r0`, `r1`, ...
+//! The history has the Raft register workload's format (same recorder, same events) with the
+//! cluster in its header's `"target"` (`replication` in-process, `processes` or `docker`, see
+//! [`target`] and [`docker`]); nodes are named `r0`, `r1`, ...
 
 pub mod client;
+pub mod docker;
 pub mod failover;
 pub mod nemesis;
 pub mod runner;
 pub mod schedule;
 pub mod target;
 
+pub use docker::DockerShardTarget;
 pub use runner::{run_replicated, ReplicatedRunConfig, ReplicatedRunOutcome};
 pub use schedule::ReplicationFaultKind;
 pub use target::{ReplicaTarget, ShardProcessTarget};

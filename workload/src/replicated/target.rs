@@ -1,11 +1,12 @@
 //! What the replicated register workload needs of a cluster, so that one runner drives the
 //! in-process [`ReplicationCluster`] and replicated shards of `helios node --role
-//! storage|witness` processes ([`LocalCluster`]).
+//! storage|witness` processes ([`LocalCluster`]) or containers
+//! ([`super::docker::DockerShardTarget`]).
 //!
-//! Members keep the protocol's ids in both: shard `s` has data nodes `3s` (the first primary)
-//! and `3s + 1`, and witness `3s + 2`. Client calls go to one member and return its own answer
-//! (the client follows redirects); outcomes are [`ReplicationError`]s either way, the process
-//! client translating transport failures into the same variants.
+//! Members keep the protocol's ids in all of them: shard `s` has data nodes `3s` (the first
+//! primary) and `3s + 1`, and witness `3s + 2`. Client calls go to one member and return its own
+//! answer (the client follows redirects); outcomes are [`ReplicationError`]s either way, the
+//! process client translating transport failures into the same variants.
 
 use std::fmt;
 use std::sync::Arc;
@@ -23,8 +24,8 @@ use crate::target::{FaultError, TargetFuture};
 
 /// The operations and faults of a replicated store's members.
 pub trait ReplicaTarget: Send + Sync + fmt::Debug {
-    /// A short name for logs and the history header: `replication` (in-process) or
-    /// `processes`.
+    /// A short name for logs and the history header: `replication` (in-process),
+    /// `processes` or `docker`.
     fn name(&self) -> &'static str;
 
     /// The number of shards.
@@ -173,6 +174,34 @@ impl ReplicaTarget for ReplicationCluster {
     }
 }
 
+/// The members of `shard` of member processes or containers: data nodes `3s` and `3s + 1`,
+/// witness `3s + 2`.
+pub(crate) fn shard_members(shard: usize) -> ShardMembers {
+    let base = 3 * shard as NodeId;
+    ShardMembers {
+        replicas: [base, base + 1],
+        witness: base + 2,
+    }
+}
+
+/// The data node of `shard` that acts as primary now, else the one the newest record either
+/// data node answers with names, else the first; `client` should have a short bound.
+pub(crate) async fn primary_of(client: &ShardClient, shard: usize) -> NodeId {
+    let replicas = shard_members(shard).replicas;
+    let mut newest = None;
+    for node in replicas {
+        if let Ok(status) = client.status(shard, node).await {
+            if status.is_primary {
+                return node;
+            }
+            if newest.is_none_or(|(epoch, _)| status.record.epoch > epoch) {
+                newest = Some((status.record.epoch, status.record.primary));
+            }
+        }
+    }
+    newest.map_or(replicas[0], |(_, primary)| primary)
+}
+
 /// How long the member processes may take to stop at the end of a run.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -244,11 +273,7 @@ impl ReplicaTarget for ShardProcessTarget {
     }
 
     fn members(&self, shard: usize) -> ShardMembers {
-        let base = 3 * shard as NodeId;
-        ShardMembers {
-            replicas: [base, base + 1],
-            witness: base + 2,
-        }
+        shard_members(shard)
     }
 
     fn write_at<'a>(
@@ -271,21 +296,7 @@ impl ReplicaTarget for ShardProcessTarget {
     }
 
     fn primary_id(&self, shard: usize) -> TargetFuture<'_, NodeId> {
-        Box::pin(async move {
-            let replicas = self.members(shard).replicas;
-            let mut newest = None;
-            for node in replicas {
-                if let Ok(status) = self.status_client.status(shard, node).await {
-                    if status.is_primary {
-                        return node;
-                    }
-                    if newest.is_none_or(|(epoch, _)| status.record.epoch > epoch) {
-                        newest = Some((status.record.epoch, status.record.primary));
-                    }
-                }
-            }
-            newest.map_or(replicas[0], |(_, primary)| primary)
-        })
+        Box::pin(primary_of(&self.status_client, shard))
     }
 
     fn kill(&self, node: NodeId) -> TargetFuture<'_, Result<(), FaultError>> {
