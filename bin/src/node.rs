@@ -300,72 +300,71 @@ async fn wait_for_stop(
     }
 }
 
-pub fn run(args: NodeArgs) -> anyhow::Result<i32> {
-    if args.role != Role::Metadata {
-        return run_member(args);
+/// The server a node process runs.
+enum Server {
+    Metadata(NodeServer),
+    Member(MemberServer),
+}
+
+impl Server {
+    /// Starts the server that `args` describe.
+    async fn start(args: &NodeArgs) -> anyhow::Result<Self> {
+        Ok(match args.role {
+            Role::Metadata => Server::Metadata(
+                NodeServer::start(config(args)?)
+                    .await
+                    .with_context(|| format!("node {} did not start", args.id))?,
+            ),
+            Role::Storage | Role::Witness => Server::Member(
+                MemberServer::start(member_config(args)?)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "{:?} node {} of shard {:?} did not start",
+                            args.role, args.id, args.shard
+                        )
+                    })?,
+            ),
+        })
     }
-    let config = config(&args)?;
-    init_tracing();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
-    let code = runtime.block_on(async {
-        let server = NodeServer::start(config)
-            .await
-            .with_context(|| format!("node {} did not start", args.id))?;
-        let stop = wait_for_stop(args.exit_with_parent, || {
-            server
+
+    /// Why the server can no longer serve, if it cannot.
+    fn failure(&self) -> Option<String> {
+        match self {
+            Server::Metadata(server) => server
                 .node()
                 .metrics()
                 .and_then(|metrics| metrics.running_state.err())
-                .map(|fatal| format!("raft: {fatal}"))
-        })
-        .await?;
-        tracing::info!(node = args.id, reason = %stop, "stopping");
-        if tokio::time::timeout(SHUTDOWN_BOUND, server.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::error!(
-                node = args.id,
-                "shutdown took longer than {SHUTDOWN_BOUND:?}"
-            );
+                .map(|fatal| format!("raft: {fatal}")),
+            Server::Member(server) => server
+                .status()
+                .stopped
+                .then(|| "the member could not save its state".to_string()),
         }
-        anyhow::Ok(match stop {
-            Stop::Signal(_) | Stop::ParentExited => 0,
-            Stop::Failed(_) => {
-                eprintln!("helios node {}: {stop}", args.id);
-                1
-            }
-        })
-    })?;
-    runtime.shutdown_timeout(Duration::from_secs(2));
-    Ok(code)
+    }
+
+    async fn shutdown(self) {
+        match self {
+            Server::Metadata(server) => server.shutdown().await,
+            Server::Member(server) => server.shutdown().await,
+        }
+    }
 }
 
-/// Runs a storage or witness node.
-fn run_member(args: NodeArgs) -> anyhow::Result<i32> {
-    let config = member_config(&args)?;
+pub fn run(args: NodeArgs) -> anyhow::Result<i32> {
+    // Bad flags are reported before anything starts.
+    match args.role {
+        Role::Metadata => drop(config(&args)?),
+        Role::Storage | Role::Witness => drop(member_config(&args)?),
+    }
     init_tracing();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
     let code = runtime.block_on(async {
-        let server = MemberServer::start(config).await.with_context(|| {
-            format!(
-                "{:?} node {} of shard {:?} did not start",
-                args.role, args.id, args.shard
-            )
-        })?;
-        let stop = wait_for_stop(args.exit_with_parent, || {
-            server
-                .status()
-                .stopped
-                .then(|| "the member could not save its state".to_string())
-        })
-        .await?;
+        let server = Server::start(&args).await?;
+        let stop = wait_for_stop(args.exit_with_parent, || server.failure()).await?;
         tracing::info!(node = args.id, reason = %stop, "stopping");
         if tokio::time::timeout(SHUTDOWN_BOUND, server.shutdown())
             .await
