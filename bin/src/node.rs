@@ -168,7 +168,11 @@ fn member_config(args: &NodeArgs) -> anyhow::Result<MemberConfig> {
     check_id_among_peers(args)?;
     let peers = args.peers.0.clone();
     let Some(shard) = args.shard else {
-        bail!("--role {:?} needs --shard", args.role);
+        let role = args
+            .role
+            .to_possible_value()
+            .map_or_else(String::new, |value| value.get_name().to_owned());
+        bail!("--role {role} needs --shard");
     };
     if peers.len() != 3 {
         bail!(
