@@ -71,6 +71,10 @@ pub struct NodeArgs {
     /// killed do not outlive it).
     #[arg(long)]
     exit_with_parent: bool,
+    /// Metadata: nodes that are not members but may be added later, ID=HOST:PORT,... (their
+    /// addresses are known from the start; they are never voters when the group forms).
+    #[arg(long, value_parser = parse_peers)]
+    spare_peers: Option<Peers>,
     /// Storage and witness: the shard this node belongs to. --peers then lists the shard's
     /// three members (two data nodes and the witness), by their ids within the shard.
     #[arg(long)]
@@ -166,6 +170,9 @@ fn check_id_among_peers(args: &NodeArgs) -> anyhow::Result<()> {
 /// The configuration of a storage or witness node.
 fn member_config(args: &NodeArgs) -> anyhow::Result<MemberConfig> {
     check_id_among_peers(args)?;
+    if args.spare_peers.is_some() {
+        bail!("--spare-peers is for metadata nodes");
+    }
     let peers = args.peers.0.clone();
     let Some(shard) = args.shard else {
         let role = args
@@ -230,6 +237,12 @@ fn config(args: &NodeArgs) -> anyhow::Result<NodeConfig> {
     }
     let listen = listen_addr(args)?;
     let mut config = NodeConfig::new(args.id, listen, peers, args.data_dir.clone());
+    if let Some(spare) = &args.spare_peers {
+        if let Some(id) = spare.0.keys().find(|id| config.peers.contains_key(id)) {
+            bail!("--spare-peers names node {id}, which --peers already has");
+        }
+        config.spare_peers = spare.0.clone();
+    }
     config.settings = NodeSettings {
         heartbeat_interval: Duration::from_millis(args.heartbeat_ms),
         election_timeout_min: Duration::from_millis(election_min),

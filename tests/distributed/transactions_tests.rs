@@ -561,6 +561,50 @@ async fn select_for_update_serializes_two_read_modify_write_transactions() {
 }
 
 #[tokio::test]
+async fn a_locked_read_whose_lock_was_taken_as_abandoned_cannot_commit() {
+    // A read holds a FOR UPDATE lock longer than the abandonment bound; a writer blocked by it
+    // presumes it abandoned, records an abort for it, takes the row and commits a change. The
+    // read must not then pass for one that held its lock: its commit is refused.
+    let options = ComputeOptions {
+        abandoned_after: Duration::from_millis(200),
+        lock_wait_timeout: Duration::from_secs(2),
+        recovery_interval: None,
+        ..ComputeOptions::default()
+    };
+    let cluster = TestCluster::builder()
+        .compute_options(options)
+        .build()
+        .await;
+    let (compute_0, compute_1) = (
+        cluster.get_compute_node(0).await,
+        cluster.get_compute_node(1).await,
+    );
+    let reader = compute_0.begin_transaction().await;
+    let seen = reader
+        .query("SELECT value FROM data WHERE id = 7 FOR UPDATE")
+        .await
+        .unwrap()
+        .rows[0]
+        .get::<i64>("value");
+    let writer = compute_1.begin_transaction().await;
+    let started = Instant::now();
+    writer
+        .execute("UPDATE data SET value = value + 1 WHERE id = 7")
+        .await
+        .expect("the writer takes the lock of a presumed-abandoned reader");
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    writer.commit().await.expect("the writer commits");
+    assert_eq!(data_value(&cluster, 0, 7).await, Some(seen + 1));
+    // The reader's view is stale; committing it is how it learns.
+    let refused = reader.commit().await;
+    assert!(
+        matches!(refused, Err(ComputeError::Aborted { .. })),
+        "a read whose lock was broken committed: {refused:?}"
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
 async fn for_update_locks_only_rows_that_exist_and_only_inside_a_transaction() {
     let cluster = TestCluster::builder().compute_nodes(1).build().await;
     let compute = cluster.get_compute_node(0).await;

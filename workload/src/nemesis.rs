@@ -165,11 +165,17 @@ async fn prepare(cluster: &dyn FaultTarget, action: &FaultAction) -> Prepared {
             )
         }
         FaultAction::PartitionAddNode { groups } => {
-            // The node to be added takes the next index, on the first group's side.
+            // The node to be added takes the next index, on the first group's side, in the
+            // groups as the target cuts them.
             let new_node = cluster.node_count();
-            let mut recorded = groups.clone();
-            if let Some(first) = recorded.first_mut() {
-                first.push(new_node);
+            let plan = cluster.partition_plan(groups);
+            let side = groups.first().and_then(|group| group.first()).copied();
+            let mut recorded = plan.clone();
+            if let Some(group) = recorded
+                .iter_mut()
+                .find(|group| side.is_some_and(|node| group.contains(&node)))
+            {
+                group.push(new_node);
             }
             let names: Vec<Vec<String>> = recorded.iter().map(|group| names(group)).collect();
             let value = json!({
@@ -178,7 +184,7 @@ async fn prepare(cluster: &dyn FaultTarget, action: &FaultAction) -> Prepared {
                 "added": node_name(new_node),
             });
             Prepared {
-                groups: groups.clone(),
+                groups: plan,
                 ..prepared(Some(new_node), Function::StartPartition, value)
             }
         }

@@ -31,6 +31,8 @@ pub struct Transaction {
     /// Set once commit, rollback or a crash (simulated, or the node's) has taken over the
     /// intents.
     ended: AtomicBool,
+    /// Set once a statement wrote a row (not merely locked one): its commit has writes at stake.
+    wrote: AtomicBool,
 }
 
 impl std::fmt::Debug for Transaction {
@@ -50,6 +52,7 @@ impl Transaction {
             incarnation,
             coordinator: Mutex::new(Coordinator::new(id)),
             ended: AtomicBool::new(false),
+            wrote: AtomicBool::new(false),
         }
     }
 
@@ -160,6 +163,7 @@ impl Transaction {
         let written = StorageCluster::rows_written(outcome)?;
         if written > 0 {
             self.coordinator().on_write(node);
+            self.wrote.store(true, std::sync::atomic::Ordering::SeqCst);
         }
         Ok(written)
     }

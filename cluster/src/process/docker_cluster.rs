@@ -34,9 +34,15 @@ pub struct DockerClusterSpec {
     pub project: String,
     /// The image every node runs.
     pub image: String,
-    /// The host port (on 127.0.0.1) of node `i`, index `i - 1`.
+    /// The host port (on 127.0.0.1) of node `i`, index `i - 1`: the five members, and
+    /// optionally a sixth for the spare node `m6` (see [`DockerCluster::start_spare`]).
     pub ports: Vec<u16>,
 }
+
+/// The id of the compose file's spare metadata node, `m6`: not a member until it is added.
+pub const SPARE_NODE: NodeId = 6;
+/// The compose profile of the spare node.
+const SPARE_PROFILE: &str = "spare";
 
 /// Why a Docker operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +186,8 @@ pub struct DockerCluster {
     paused: BTreeSet<NodeId>,
     /// Nodes disconnected from the network and not connected since.
     disconnected: BTreeSet<NodeId>,
+    /// Whether the spare node was started.
+    spare_started: bool,
     /// Whether dropping the cluster removes it.
     down_on_drop: bool,
 }
@@ -187,9 +195,9 @@ pub struct DockerCluster {
 impl DockerCluster {
     /// Starts the containers (`docker-compose up -d`); does not wait for a leader.
     pub fn up(spec: DockerClusterSpec) -> Result<Self, DockerError> {
-        if spec.ports.len() != DOCKER_NODES {
+        if spec.ports.len() != DOCKER_NODES && spec.ports.len() != DOCKER_NODES + 1 {
             return Err(DockerError::Spec(format!(
-                "{} ports given, the compose file has {DOCKER_NODES} nodes",
+                "{} ports given, the compose file has {DOCKER_NODES} nodes and a spare",
                 spec.ports.len()
             )));
         }
@@ -197,6 +205,7 @@ impl DockerCluster {
             spec,
             paused: BTreeSet::new(),
             disconnected: BTreeSet::new(),
+            spare_started: false,
             down_on_drop: true,
         };
         // A project left over by a run that was killed would hold the names.
@@ -216,6 +225,7 @@ impl DockerCluster {
             spec,
             paused: BTreeSet::new(),
             disconnected: BTreeSet::new(),
+            spare_started: false,
             down_on_drop: false,
         }
     }
@@ -233,7 +243,15 @@ impl DockerCluster {
 
     fn compose(&self, args: &[&str]) -> Result<String, DockerError> {
         let file = self.spec.compose_file.display().to_string();
-        let mut all = vec!["-f", &file, "-p", &self.spec.project];
+        // The profile lets `down` see the spare too; naming services in `up` starts only them.
+        let mut all = vec![
+            "-f",
+            &file,
+            "-p",
+            &self.spec.project,
+            "--profile",
+            SPARE_PROFILE,
+        ];
         all.extend_from_slice(args);
         run_bounded("docker-compose", &all, &self.env(), COMPOSE_BOUND)
     }
@@ -242,13 +260,36 @@ impl DockerCluster {
         run_bounded("docker", args, &[], DOCKER_COMMAND_BOUND).map(|_| ())
     }
 
-    /// The node ids, `1..=5`.
+    /// The node ids: `1..=5`, and the spare once started.
     pub fn ids(&self) -> Vec<NodeId> {
-        (1..=DOCKER_NODES as NodeId).collect()
+        let last = if self.spare_started {
+            SPARE_NODE
+        } else {
+            DOCKER_NODES as NodeId
+        };
+        (1..=last).collect()
+    }
+
+    /// Starts the spare node `m6` (`docker-compose up -d m6`): a node that every member knows
+    /// the address of but that is no member; the caller adds it to the group. Needs the sixth
+    /// port in the spec. Returns its id.
+    pub fn start_spare(&mut self) -> Result<NodeId, DockerError> {
+        if self.spec.ports.len() != DOCKER_NODES + 1 {
+            return Err(DockerError::Spec(
+                "no host port for the spare node was given".to_owned(),
+            ));
+        }
+        if !self.spare_started {
+            tracing::warn!(node = SPARE_NODE, "docker-compose up the spare node");
+            let service = Self::service(SPARE_NODE);
+            self.compose(&["up", "-d", "--no-build", &service])?;
+            self.spare_started = true;
+        }
+        Ok(SPARE_NODE)
     }
 
     fn check(&self, id: NodeId) -> Result<(), DockerError> {
-        if (1..=DOCKER_NODES as NodeId).contains(&id) {
+        if self.ids().contains(&id) {
             Ok(())
         } else {
             Err(DockerError::UnknownNode(id))
@@ -350,6 +391,11 @@ impl DockerCluster {
             self.connect(id)?;
         }
         Ok(())
+    }
+
+    /// The nodes paused now.
+    pub fn paused(&self) -> Vec<NodeId> {
+        self.paused.iter().copied().collect()
     }
 
     /// The nodes disconnected now.

@@ -21,6 +21,7 @@ use super::manifest::{
     send_signal, stop_all, ClusterManifest, ManifestError, ManifestNode, StopOutcome,
     MANIFEST_VERSION,
 };
+use super::membership::{join_group, JoinError, Joiner};
 use super::protocol::NodeStatus;
 use super::shard_client::{MemberAddrs, ShardClient};
 use crate::metadata::NodeId;
@@ -86,6 +87,9 @@ pub enum LocalClusterError {
         #[source]
         source: AdminError,
     },
+    /// A node could not be added to the group.
+    #[error(transparent)]
+    Join(#[from] JoinError),
     /// A shard member's admin request failed.
     #[error("shard member process {id}: {source}")]
     Member {
@@ -444,73 +448,30 @@ impl LocalCluster {
         });
         self.spawn(id)?;
         self.manifest.save(&self.dir)?;
-        // The new node answers its admin endpoint once it listens.
-        let admin = self.admin(id)?;
-        loop {
-            if !self.is_running(id) {
-                let log = self.entry(id)?.log_file.display().to_string();
-                return Err(LocalClusterError::Io {
-                    what: format!("start added node {id}"),
-                    source: std::io::Error::other(format!("the process exited; see {log}")),
-                });
-            }
-            match admin.status().await {
-                Ok(_) => break,
-                Err(source) if Instant::now() >= deadline => {
-                    return Err(LocalClusterError::Admin { id, source })
-                }
-                Err(_) => tokio::time::sleep(POLL).await,
-            }
-        }
-        if !blocked.is_empty() {
-            admin
-                .block_peers(blocked)
-                .await
-                .map_err(|source| LocalClusterError::Admin { id, source })?;
-        }
-        for &other in &old_ids {
-            if !self.is_running(other) || self.paused.contains(&other) {
-                continue;
-            }
-            let other_admin = self.admin(other)?;
-            if blocked.contains(&other) {
-                other_admin
-                    .block_peers(&[id])
-                    .await
-                    .map_err(|source| LocalClusterError::Admin { id: other, source })?;
-            }
-            other_admin
-                .add_peer(id, &addr)
-                .await
-                .map_err(|source| LocalClusterError::Admin { id: other, source })?;
-        }
-        let candidates: Vec<NodeId> = old_ids
-            .iter()
-            .copied()
-            .filter(|other| !blocked.contains(other))
-            .collect();
-        let last_error = loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let error = match self.wait_for_leader(&candidates, remaining).await {
-                Ok(leader) => match self.admin(leader)?.add_voter(id).await {
-                    Ok(voters) => {
-                        tracing::warn!(node = id, ?voters, "metadata node added");
-                        return Ok(id);
-                    }
-                    Err(error) => error.to_string(),
-                },
-                Err(error) => error.to_string(),
-            };
-            if Instant::now() >= deadline {
-                break error;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let joiner = Joiner {
+            id,
+            admin: self.admin(id)?,
+            peer_addr: addr,
         };
-        Err(LocalClusterError::NoLeader {
-            among: candidates,
-            after: bound,
-            statuses: format!("adding node {id}: {last_error}"),
-        })
+        let mut members = Vec::new();
+        for other in old_ids {
+            if self.is_running(other) && !self.paused.contains(&other) {
+                members.push((other, self.admin(other)?));
+            }
+        }
+        let bound = deadline.saturating_duration_since(Instant::now());
+        let joined = join_group(&joiner, &members, blocked, bound).await;
+        match joined {
+            Ok(_) => Ok(id),
+            Err(error) if !self.is_running(id) => Err(LocalClusterError::Io {
+                what: format!("add node {id}"),
+                source: std::io::Error::other(format!(
+                    "{error}; the process exited, see {}",
+                    self.entry(id)?.log_file.display()
+                )),
+            }),
+            Err(error) => Err(LocalClusterError::Join(error)),
+        }
     }
 
     /// Cuts shard member `member` off from the other members of its shard, both ways (through

@@ -12,6 +12,7 @@ mod docker_cluster;
 mod docker_shards;
 mod local_cluster;
 mod manifest;
+pub mod membership;
 pub mod protocol;
 mod server;
 mod shard_client;
@@ -24,7 +25,7 @@ pub use client::{
 };
 pub use docker_cluster::{
     build_image, docker_available, run_bounded, DockerCluster, DockerClusterSpec, DockerError,
-    COMPOSE_BOUND, CONTAINER_PORT, DOCKER_COMMAND_BOUND, DOCKER_NODES,
+    COMPOSE_BOUND, CONTAINER_PORT, DOCKER_COMMAND_BOUND, DOCKER_NODES, SPARE_NODE,
 };
 pub use docker_shards::{DockerShards, DockerShardsSpec, DOCKER_SHARDS};
 pub use local_cluster::{

@@ -45,6 +45,9 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     /// Every member's address, `id` included: the group's voters.
     pub peers: BTreeMap<NodeId, String>,
+    /// Addresses of nodes that are not members yet but may be added later (a spare container
+    /// whose name is fixed in advance); known to the transport, never voters at formation.
+    pub spare_peers: BTreeMap<NodeId, String>,
     /// Where the vote, log and state machine live.
     pub data_dir: PathBuf,
     /// Raft timings and the client request bound.
@@ -69,6 +72,7 @@ impl NodeConfig {
             id,
             listen,
             peers,
+            spare_peers: BTreeMap::new(),
             data_dir,
             settings: NodeSettings::default(),
             init: InitPolicy::LowestIdWhenPristine,
@@ -156,6 +160,9 @@ impl NodeServer {
             PeerFilter::default(),
             config.transport.clone(),
         );
+        for (&id, addr) in &config.spare_peers {
+            transport.add_peer(id, addr.clone());
+        }
         let node = MetadataNode::with_storage(
             config.id,
             config.settings.clone(),

@@ -11,17 +11,25 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use helios_cluster::process::{DockerCluster, DockerClusterSpec, DockerError};
+use helios_cluster::process::membership::{join_group, Joiner};
+use helios_cluster::process::{
+    AdminClient, DockerCluster, DockerClusterSpec, DockerError, CONTAINER_PORT, DOCKER_NODES,
+};
 use tokio::sync::Mutex;
 
 use super::remote::{id_of, RemoteNodes};
 use super::{FaultError, FaultTarget, OpError, RegisterTarget, TargetFuture};
 use crate::error::WorkloadError;
 
+/// The bound on adding the spare node: its start, a learner caught up, two membership commits.
+const ADD_NODE_BOUND: Duration = Duration::from_secs(20);
+
 /// Containers started for one run, owned by it: dropping the target removes them.
 #[derive(Debug)]
 pub struct DockerTarget {
     nodes: RemoteNodes,
+    /// Whether the spec gave a port for the spare node, so that a node can be added.
+    has_spare: bool,
     /// The containers. Client operations never take this lock.
     cluster: Arc<Mutex<DockerCluster>>,
 }
@@ -64,6 +72,7 @@ impl DockerTarget {
         call_timeout: Duration,
         startup: Duration,
     ) -> Result<Self, WorkloadError> {
+        let has_spare = spec.ports.len() > DOCKER_NODES;
         let cluster = tokio::task::spawn_blocking(move || DockerCluster::up(spec))
             .await
             .map_err(|error| WorkloadError::TaskFailed(error.to_string()))?
@@ -73,6 +82,7 @@ impl DockerTarget {
         let addrs = cluster.addresses().into_values().collect();
         let target = DockerTarget {
             nodes: RemoteNodes::new(addrs, call_timeout),
+            has_spare,
             cluster: Arc::new(Mutex::new(cluster)),
         };
         let deadline = Instant::now() + startup;
@@ -172,6 +182,55 @@ impl FaultTarget for DockerTarget {
                 "docker networks cannot cut single links; the run refuses majorities-ring"
                     .to_owned(),
             ))
+        })
+    }
+
+    fn supports_add_node(&self) -> bool {
+        self.has_spare
+    }
+
+    /// Starts the compose file's spare node `m6` and has the leader make it a voter. Every
+    /// member knows its address from the start (`--spare-peers`), so members cut off by the
+    /// partition (disconnected, hence `blocked` is already in effect) or paused reach it once
+    /// they are back.
+    fn add_node(&self, blocked: Vec<u64>) -> TargetFuture<'_, Result<u64, FaultError>> {
+        Box::pin(async move {
+            let mut guard = Arc::clone(&self.cluster).lock_owned().await;
+            let (id, guard) = tokio::task::spawn_blocking(move || {
+                let id = guard.start_spare();
+                (id, guard)
+            })
+            .await
+            .map_err(|error| FaultError(format!("fault task failed: {error}")))?;
+            let id = id.map_err(fault_error)?;
+            let addrs = guard.addresses();
+            let unreachable: Vec<_> = guard
+                .disconnected()
+                .into_iter()
+                .chain(guard.paused())
+                .collect();
+            let members: Vec<_> = (1..=DOCKER_NODES as u64)
+                .filter(|member| !unreachable.contains(member))
+                .filter(|member| !blocked.iter().any(|&node| id_of(node) == *member))
+                .map(|member| (member, AdminClient::new(addrs[&member].clone())))
+                .collect();
+            let joiner = Joiner {
+                id,
+                admin: AdminClient::new(addrs[&id].clone()),
+                peer_addr: format!("{}:{CONTAINER_PORT}", DockerCluster::service(id)),
+            };
+            join_group(&joiner, &members, &[], ADD_NODE_BOUND)
+                .await
+                .map_err(|error| FaultError(error.to_string()))?;
+            drop(guard);
+            let index = self.nodes.push(addrs[&id].clone());
+            if id_of(index) != id {
+                return Err(FaultError(format!(
+                    "node {id} was added as workload index {index}, which names node {}",
+                    id_of(index)
+                )));
+            }
+            Ok(index)
         })
     }
 

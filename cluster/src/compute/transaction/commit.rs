@@ -180,8 +180,10 @@ impl Transaction {
         crash: Option<CrashPoint>,
     ) -> Result<Command, ComputeError> {
         let mut finished = None;
-        // An armed crash waits for a commit: between two aborts' deliveries nothing is at stake.
-        let at_stake = decision == Decision::Commit || crash.is_some();
+        // An armed crash waits for a commit with writes: between two aborts' deliveries, or two
+        // deliveries of a commit that only held locks (a locked read), nothing is at stake.
+        let at_stake =
+            (decision == Decision::Commit && self.wrote.load(Ordering::SeqCst)) || crash.is_some();
         for (i, &id) in nodes.iter().enumerate() {
             if i > 0
                 && at_stake
