@@ -32,7 +32,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use helios_checker::check::{check_file, CheckOptions};
+use helios_checker::check::{check_file, CheckOptions, Report};
 use helios_checker::Verdict;
 use helios_cluster::process::{
     docker_available, pick_free_ports, DockerClusterSpec, DockerShardsSpec, LocalClusterSpec,
@@ -45,7 +45,7 @@ use helios_workload::replicated::target::SharedReplicaTarget;
 use helios_workload::replicated::{
     DockerShardTarget, ReplicatedRunConfig, ReplicationFaultKind, ShardProcessTarget,
 };
-use helios_workload::runner::{run_on, StartTarget, STARTUP_TIMEOUT};
+use helios_workload::runner::{run_on, FinalRead, StartTarget, STARTUP_TIMEOUT};
 use helios_workload::schedule::{FaultAction, NemesisKind, NodeTarget, PlannedFault};
 use helios_workload::target::{DockerTarget, FaultTarget, ProcessTarget};
 use helios_workload::RunConfig;
@@ -298,6 +298,20 @@ fn run_scenario(scenario: &Scenario, target: Target) {
                 .map_or("not recovered".to_owned(), |rto| format!("{rto:.0} ms")),
         );
     }
+    assert_outcome(
+        &report,
+        &outcome.final_reads,
+        outcome.n_faults_applied,
+        scenario.faults.len(),
+    );
+}
+
+/// What every scenario asserts of its checked run: `valid`, every key served after the heal,
+/// every scheduled fault applied and paired, and each fault's RTO under [`RTO_FLOOR_MS`] (and
+/// reported when over [`RTO_GOAL_MS`]).
+fn assert_outcome(report: &Report, final_reads: &[FinalRead], applied: usize, scheduled: usize) {
+    let history = &report.file;
+    let timing = report.timing.as_ref().expect("a timed history");
     assert_eq!(
         report.verdict,
         Verdict::Valid,
@@ -305,12 +319,12 @@ fn run_scenario(scenario: &Scenario, target: Target) {
         report.summary()
     );
     assert!(
-        outcome.final_reads.iter().all(|read| read.served()),
+        final_reads.iter().all(|read| read.served()),
         "{history}: a key was not served after the heal: {:?}",
-        outcome.final_reads
+        final_reads
     );
-    assert_eq!(outcome.n_faults_applied, scenario.faults.len(), "{history}");
-    assert_eq!(timing.faults.len(), scenario.faults.len(), "{history}");
+    assert_eq!(applied, scheduled, "{history}");
+    assert_eq!(timing.faults.len(), scheduled, "{history}");
     for fault in &timing.faults {
         let rto = fault
             .rto_ms
@@ -562,36 +576,12 @@ fn run_shard_scenario(scenario: &ShardScenario, target: Target) {
                 .map_or("-".to_owned(), |rto| format!("{rto:.0} ms")),
         );
     }
-    assert_eq!(
-        report.verdict,
-        Verdict::Valid,
-        "{history}:\n{}",
-        report.summary()
+    assert_outcome(
+        &report,
+        &outcome.final_reads,
+        outcome.faults.len(),
+        scenario.faults.len(),
     );
-    assert!(
-        outcome.final_reads.iter().all(|read| read.served()),
-        "{history}: a key was not served after the heal: {:?}",
-        outcome.final_reads
-    );
-    assert_eq!(outcome.faults.len(), scenario.faults.len(), "{history}");
-    assert_eq!(timing.faults.len(), scenario.faults.len(), "{history}");
-    for fault in &timing.faults {
-        let rto = fault
-            .rto_ms
-            .unwrap_or_else(|| panic!("{history}: no recovery from {fault:?}"));
-        if rto >= RTO_GOAL_MS {
-            println!(
-                "chaos: RTO {rto:.0} ms of {} at {:?} ns is over the {RTO_GOAL_MS} ms goal",
-                fault.fault, fault.start_ns
-            );
-        }
-        assert!(
-            rto < RTO_FLOOR_MS,
-            "{history}: RTO {rto:.0} ms of {} at {:?} ns is over the {RTO_FLOOR_MS} ms floor",
-            fault.fault,
-            fault.start_ns
-        );
-    }
 }
 
 /// Runs `scenario` against shard member processes, then against shard member containers when
