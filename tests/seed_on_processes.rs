@@ -202,6 +202,8 @@ fn start_processes(test: &str, n_nodes: usize, n_shards: usize) -> (LocalCluster
         dir,
         n_nodes,
         n_shards,
+        n_compute: 0,
+        compute_args: Vec::new(),
         ports: Ports::Free,
         node_args: Vec::new(),
         rust_log: Some("info,openraft=warn".to_owned()),

@@ -1,5 +1,5 @@
-//! `helios cluster up|status|down`: a local cluster of `helios node` processes (a metadata group
-//! and replicated shards of data nodes and witnesses), recorded in `DIR/cluster.json`, or
+//! `helios cluster up|status|down`: a local cluster of `helios node` processes (a metadata group,
+//! replicated shards of data nodes and witnesses, and compute nodes), recorded in `DIR/cluster.json`, or
 //! (`--target docker`) the same as containers of `docker/docker-compose.yml` (five metadata
 //! nodes, up to three shards), recorded in `DIR/docker.json`. Glue over
 //! `helios_cluster::process`.
@@ -10,9 +10,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use helios_cluster::process::{
-    stop_all, AdminClient, ClusterManifest, DockerCluster, DockerShards, LocalCluster,
-    LocalClusterSpec, ManifestNode, NodeStatus, Ports, ProcessState, ShardClient, StopOutcome,
-    DOCKER_NODES, DOCKER_SHARDS,
+    stop_all, AdminClient, ClusterManifest, ComputeClient, DockerCluster, DockerShards,
+    LocalCluster, LocalClusterSpec, ManifestNode, NodeStatus, Ports, ProcessState, ShardClient,
+    StopOutcome, DOCKER_NODES, DOCKER_SHARDS,
 };
 
 use crate::docker::{container_state, prepare_image, state_of, DockerManifest, IMAGE};
@@ -50,6 +50,9 @@ struct UpArgs {
     /// How many replicated shards, each a primary, a mirror and a witness process.
     #[arg(long, default_value_t = 3)]
     shards: usize,
+    /// How many compute nodes (local target only; they need a shard): 2 unless given.
+    #[arg(long)]
+    compute: Option<usize>,
     /// Node i listens on BASE_PORT + i - 1, and shard members follow the metadata nodes;
     /// without it, free ports are picked.
     #[arg(long)]
@@ -124,12 +127,20 @@ async fn up(args: UpArgs) -> anyhow::Result<i32> {
             );
         }
     }
+    let n_compute = match args.compute {
+        Some(n) if n > 0 && args.shards == 0 => bail!("compute nodes need --shards 1 or more"),
+        Some(n) => n,
+        None if args.shards == 0 => 0,
+        None => 2,
+    };
     let binary = std::env::current_exe().context("cannot find the helios binary")?;
     let cluster = LocalCluster::start(LocalClusterSpec {
         binary,
         dir: args.dir.clone(),
         n_nodes: args.nodes,
         n_shards: args.shards,
+        n_compute,
+        compute_args: Vec::new(),
         ports: args.base_port.map_or(Ports::Free, Ports::Base),
         node_args: args.node_args.clone(),
         rust_log: args.rust_log.clone(),
@@ -159,6 +170,14 @@ async fn up(args: UpArgs) -> anyhow::Result<i32> {
     }
     if !primaries.is_empty() {
         println!("primaries: {}", primaries.join(", "));
+    }
+    for index in cluster.compute_nodes() {
+        if let Err(error) = cluster.wait_for_cache(index, bound).await {
+            eprintln!("helios cluster up: {error}");
+            eprintln!("logs: {}/compute-{index}.log", cluster.dir().display());
+            return Ok(1);
+        }
+        println!("compute-{index}: holds a cache lease from every data node");
     }
     match cluster.wait_for_leader(&[], bound).await {
         Ok(leader) => {
@@ -191,6 +210,9 @@ async fn up(args: UpArgs) -> anyhow::Result<i32> {
 async fn up_docker(args: UpArgs) -> anyhow::Result<i32> {
     if args.nodes != DOCKER_NODES {
         bail!("--target docker starts the {DOCKER_NODES} nodes of docker/docker-compose.yml");
+    }
+    if args.compute.is_some_and(|n| n > 0) {
+        bail!("--target docker has no compute nodes yet; they run with --target local");
     }
     if args.shards > DOCKER_SHARDS {
         bail!(
@@ -303,11 +325,56 @@ async fn shard_primary(client: &ShardClient, shard: usize) -> Option<u64> {
 
 /// How `up` and `status` name a node process.
 fn node_name(node: &ManifestNode) -> String {
+    if let Some(index) = node.compute {
+        return format!("compute-{index}");
+    }
     match node.shard_member {
         None => format!("node {}", node.id),
         Some(m) if m.witness => format!("witness-{} (shard {})", m.member, m.shard),
         Some(m) => format!("storage-{} (shard {})", m.member, m.shard),
     }
+}
+
+/// Prints a line per compute node; whether each answered and may serve every shard from its
+/// cache.
+async fn compute_statuses(manifest: &ClusterManifest) -> bool {
+    let n_shards = manifest
+        .nodes
+        .iter()
+        .filter_map(|n| n.shard_member.map(|m| m.shard + 1))
+        .max()
+        .unwrap_or(0);
+    let mut healthy = true;
+    for node in manifest.nodes.iter().filter(|n| n.compute.is_some()) {
+        let process = node.process_state();
+        let client = ComputeClient::new(node.addr.clone(), Duration::from_secs(2));
+        let line = match client.status().await {
+            Ok(s) => {
+                let leased = s.cacheable_shards.len() == n_shards;
+                healthy &= leased;
+                format!(
+                    "{} rows cached, {} invalidations, {} cache drops, leases from {}/{} shards",
+                    s.cached_rows,
+                    s.invalidations,
+                    s.cache_drops,
+                    s.cacheable_shards.len(),
+                    n_shards
+                )
+            }
+            Err(error) => {
+                healthy = false;
+                format!("no answer: {error}")
+            }
+        };
+        println!(
+            "{:<24} pid {:<8} {:<10} {:<21} {line}",
+            node_name(node),
+            node.pid,
+            format!("{process:?}"),
+            node.addr
+        );
+    }
+    healthy
 }
 
 /// Prints a line per shard member and one per shard; whether every member answered and every
@@ -511,9 +578,11 @@ async fn status(args: DirArgs) -> anyhow::Result<i32> {
     let (members, metadata): (Vec<_>, Vec<_>) = manifest
         .nodes
         .iter()
+        .filter(|node| node.compute.is_none())
         .cloned()
         .partition(|node| node.shard_member.is_some());
     let mut healthy = member_statuses(&members).await;
+    healthy &= compute_statuses(&manifest).await;
     for node in metadata.clone() {
         queries.spawn(async move {
             let status = AdminClient::new(node.addr.clone())

@@ -5,6 +5,7 @@ mod cluster;
 mod docker;
 mod node;
 mod run;
+mod sql;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -27,6 +28,8 @@ enum Command {
     Node(node::NodeArgs),
     /// A local cluster of node processes: up, status, down.
     Cluster(cluster::ClusterArgs),
+    /// Run SQL statements on a compute node of a local cluster.
+    Sql(sql::SqlArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Node(args) => node::run(args),
         Command::Cluster(args) => cluster::run(args),
+        Command::Sql(args) => sql::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(3)),

@@ -1,5 +1,6 @@
 //! `helios node`: one node as its own process, until SIGTERM or SIGINT: a metadata node (the
-//! library's `NodeServer`), or a data node or witness of a replicated shard (`MemberServer`).
+//! library's `NodeServer`), a data node or witness of a replicated shard (`MemberServer`), or a
+//! compute node (`ComputeServer`).
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -10,7 +11,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use helios_cluster::process::{
-    InitPolicy, MemberConfig, MemberRole, MemberServer, NodeConfig, NodeServer,
+    ComputeConfig, ComputeServer, InitPolicy, MemberAddrs, MemberConfig, MemberRole, MemberServer,
+    NodeConfig, NodeServer,
 };
 use helios_cluster::{NodeId, NodeSettings};
 use tokio::signal::unix::{signal, SignalKind};
@@ -24,6 +26,9 @@ pub enum Role {
     Storage,
     /// The witness of a replicated shard; needs --shard. Its data nodes are the other --peers.
     Witness,
+    /// A compute node: SQL, a row cache kept fresh by leases; needs --listen and --storage,
+    /// and --peers lists the metadata group (where table schemas live).
+    Compute,
 }
 
 /// When this node forms the group.
@@ -49,7 +54,8 @@ pub struct NodeArgs {
     /// for loopback. Default: 127.0.0.1 and the port of this node's entry in --peers.
     #[arg(long, value_parser = parse_listen)]
     listen: Option<SocketAddr>,
-    /// Every member of the group, this node included: ID=HOST:PORT,ID=HOST:PORT,...
+    /// Every member of the group, this node included: ID=HOST:PORT,ID=HOST:PORT,... For a
+    /// compute node: the metadata group's nodes.
     #[arg(long, value_parser = parse_peers)]
     peers: Peers,
     /// Where the vote, the Raft log and the state machine are kept (created if missing).
@@ -86,6 +92,55 @@ pub struct NodeArgs {
     /// new; every member of the shard must be given the same. Default: the lower data node id.
     #[arg(long)]
     first_primary: Option<NodeId>,
+    /// Compute: every data node of every shard, SHARD.ID=HOST:PORT,... (not the witnesses).
+    #[arg(long, value_parser = parse_storage)]
+    storage: Option<Storage>,
+    /// Compute: the address shard members deliver invalidations to (default: --listen).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Compute, a deliberately broken test aid: acknowledge invalidations without applying
+    /// them, so cached rows go stale (the checker must catch it).
+    #[arg(long)]
+    unsafe_skip_invalidation: bool,
+}
+
+/// The data nodes of `--storage`, by (shard, member id).
+#[derive(Clone, Debug)]
+pub struct Storage(MemberAddrs);
+
+fn parse_storage(text: &str) -> Result<Storage, String> {
+    let mut members = MemberAddrs::new();
+    for item in text.split(',').filter(|item| !item.trim().is_empty()) {
+        let (name, addr) = item
+            .split_once('=')
+            .ok_or_else(|| format!("storage node {item:?}: expected SHARD.ID=HOST:PORT"))?;
+        let (shard, id) = name
+            .trim()
+            .split_once('.')
+            .ok_or_else(|| format!("storage node {item:?}: expected SHARD.ID before '='"))?;
+        let shard: usize = shard
+            .parse()
+            .map_err(|_| format!("storage node {item:?}: shard {shard:?} is not a number"))?;
+        let id: NodeId = id
+            .parse()
+            .map_err(|_| format!("storage node {item:?}: id {id:?} is not a number"))?;
+        let addr = addr.trim();
+        if !addr
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+        {
+            return Err(format!(
+                "storage node {item:?}: address {addr:?} is not HOST:PORT"
+            ));
+        }
+        if members.insert((shard, id), addr.to_string()).is_some() {
+            return Err(format!("storage node {shard}.{id} appears twice"));
+        }
+    }
+    if members.is_empty() {
+        return Err("no storage nodes given".to_string());
+    }
+    Ok(Storage(members))
 }
 
 /// The peers of `--peers`, by id.
@@ -156,7 +211,15 @@ fn listen_addr(args: &NodeArgs) -> anyhow::Result<SocketAddr> {
     Ok(SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
+fn check_no_compute_flags(args: &NodeArgs) -> anyhow::Result<()> {
+    if args.storage.is_some() || args.advertise.is_some() || args.unsafe_skip_invalidation {
+        bail!("--storage, --advertise and --unsafe-skip-invalidation are for compute nodes");
+    }
+    Ok(())
+}
+
 fn check_id_among_peers(args: &NodeArgs) -> anyhow::Result<()> {
+    check_no_compute_flags(args)?;
     if !args.peers.0.contains_key(&args.id) {
         bail!(
             "--id {} is not among --peers (ids {:?})",
@@ -211,7 +274,7 @@ fn member_config(args: &NodeArgs) -> anyhow::Result<MemberConfig> {
                 replicas: [others[0], others[1]],
             }
         }
-        Role::Metadata => bail!("a metadata node has no shard"),
+        Role::Metadata | Role::Compute => bail!("a {:?} node has no shard", args.role),
     };
     let listen = listen_addr(args)?;
     let mut config = MemberConfig::new(shard, args.id, role, listen, peers, args.data_dir.clone());
@@ -219,6 +282,27 @@ fn member_config(args: &NodeArgs) -> anyhow::Result<MemberConfig> {
         config.initial_primary = first;
     }
     config.request_timeout = Duration::from_millis(args.request_timeout_ms);
+    Ok(config)
+}
+
+/// The configuration of a compute node.
+fn compute_config(args: &NodeArgs) -> anyhow::Result<ComputeConfig> {
+    if args.shard.is_some() || args.witness.is_some() || args.first_primary.is_some() {
+        bail!("--shard, --witness and --first-primary are for storage and witness nodes");
+    }
+    if args.spare_peers.is_some() {
+        bail!("--spare-peers is for metadata nodes");
+    }
+    let Some(listen) = args.listen else {
+        bail!("--role compute needs --listen (its address is not among --peers)");
+    };
+    let Some(storage) = &args.storage else {
+        bail!("--role compute needs --storage (every data node of every shard)");
+    };
+    let id = u32::try_from(args.id).context("--id of a compute node must fit 32 bits")?;
+    let mut config = ComputeConfig::new(id, listen, storage.0.clone(), args.peers.0.clone());
+    config.advertise.clone_from(&args.advertise);
+    config.unsafe_skip_invalidation = args.unsafe_skip_invalidation;
     Ok(config)
 }
 
@@ -321,6 +405,7 @@ async fn wait_for_stop(
 enum Server {
     Metadata(NodeServer),
     Member(MemberServer),
+    Compute(ComputeServer),
 }
 
 impl Server {
@@ -342,6 +427,11 @@ impl Server {
                         )
                     })?,
             ),
+            Role::Compute => Server::Compute(
+                ComputeServer::start(compute_config(args)?)
+                    .await
+                    .with_context(|| format!("compute node {} did not start", args.id))?,
+            ),
         })
     }
 
@@ -357,6 +447,7 @@ impl Server {
                 .status()
                 .stopped
                 .then(|| "the member could not save its state".to_string()),
+            Server::Compute(_) => None,
         }
     }
 
@@ -364,6 +455,7 @@ impl Server {
         match self {
             Server::Metadata(server) => server.shutdown().await,
             Server::Member(server) => server.shutdown().await,
+            Server::Compute(server) => server.shutdown().await,
         }
     }
 }
@@ -373,6 +465,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<i32> {
     match args.role {
         Role::Metadata => drop(config(&args)?),
         Role::Storage | Role::Witness => drop(member_config(&args)?),
+        Role::Compute => drop(compute_config(&args)?),
     }
     init_tracing();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -421,6 +514,24 @@ mod tests {
             .expect_err("port")
             .contains("HOST:PORT"));
         assert!(parse_peers("").is_err());
+    }
+
+    #[test]
+    fn storage_nodes_parse_by_shard_and_id() {
+        let storage =
+            parse_storage("0.0=127.0.0.1:7100,0.1=127.0.0.1:7101, 1.3=s3:7000").expect("valid");
+        assert_eq!(storage.0[&(1, 3)], "s3:7000");
+        assert_eq!(storage.0.len(), 3);
+        assert!(parse_storage("0=127.0.0.1:1")
+            .expect_err("no id")
+            .contains("SHARD.ID"));
+        assert!(parse_storage("0.0=x:1,0.0=y:2")
+            .expect_err("twice")
+            .contains("twice"));
+        assert!(parse_storage("a.0=x:1")
+            .expect_err("shard")
+            .contains("not a number"));
+        assert!(parse_storage("").is_err());
     }
 
     #[test]

@@ -70,6 +70,8 @@ fn start_cluster(n_nodes: usize) -> TestCluster {
         dir: dir.path().to_path_buf(),
         n_nodes,
         n_shards: 0,
+        n_compute: 0,
+        compute_args: Vec::new(),
         ports: Ports::Free,
         node_args: Vec::new(),
         rust_log: Some("info,openraft=warn".to_string()),

@@ -104,6 +104,8 @@ fn process_starter(
             dir: run_dir.join("cluster"),
             n_nodes: 0,
             n_shards: shards,
+            n_compute: 0,
+            compute_args: Vec::new(),
             ports: Ports::Free,
             node_args: Vec::new(),
             rust_log: Some(NODE_LOG_FILTER.to_owned()),

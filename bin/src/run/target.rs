@@ -131,6 +131,8 @@ fn starter(target: Target, n_nodes: usize, op_timeout: Duration) -> anyhow::Resu
                     dir: run_dir.join("cluster"),
                     n_nodes,
                     n_shards: 0,
+                    n_compute: 0,
+                    compute_args: Vec::new(),
                     ports: Ports::Free,
                     node_args: Vec::new(),
                     rust_log: Some(NODE_LOG_FILTER.to_owned()),

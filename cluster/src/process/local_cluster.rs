@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use super::client::{AdminClient, AdminError, ClientOptions, MetadataClient};
+use super::compute_client::ComputeClient;
 use super::manifest::ShardMemberEntry;
 use super::manifest::{
     send_signal, stop_all, ClusterManifest, ManifestError, ManifestNode, StopOutcome,
@@ -49,6 +50,11 @@ pub struct LocalClusterSpec {
     /// `3s + 1` (the first primary) and `3s + 2`, whose processes have ids
     /// [`SHARD_PROCESS_BASE`] + member.
     pub n_shards: usize,
+    /// The number of compute nodes (they need a metadata node and a shard): indexes `0..n`,
+    /// process ids [`COMPUTE_PROCESS_BASE`] + index.
+    pub n_compute: usize,
+    /// Extra arguments for every compute node (`--unsafe-skip-invalidation`, for example).
+    pub compute_args: Vec<String>,
     /// Their ports on 127.0.0.1.
     pub ports: Ports,
     /// Extra arguments for every node (timings, for example).
@@ -140,6 +146,14 @@ pub fn pick_free_ports(n: usize) -> std::io::Result<Vec<u16>> {
 /// The process id of shard member `m` is this plus `m`, apart from the metadata ids `1..=n`.
 pub const SHARD_PROCESS_BASE: NodeId = 100;
 
+/// The process id of compute node `c` is this plus `c`, apart from the shard members.
+pub const COMPUTE_PROCESS_BASE: NodeId = 200;
+
+/// The process id of compute node `index`.
+pub fn compute_process(index: u32) -> NodeId {
+    COMPUTE_PROCESS_BASE + NodeId::from(index)
+}
+
 /// The process id of shard member `member`.
 pub fn member_process(member: NodeId) -> NodeId {
     SHARD_PROCESS_BASE + member
@@ -172,10 +186,14 @@ impl LocalCluster {
             spec.n_nodes + spec.n_shards >= 1,
             "a cluster needs at least one node or shard"
         );
+        assert!(
+            spec.n_compute == 0 || (spec.n_nodes >= 1 && spec.n_shards >= 1),
+            "compute nodes need the metadata group and at least one shard"
+        );
         std::fs::create_dir_all(&spec.dir).map_err(io(format!("create {}", spec.dir.display())))?;
         let dir = std::fs::canonicalize(&spec.dir)
             .map_err(io(format!("resolve {}", spec.dir.display())))?;
-        let n_processes = spec.n_nodes + 3 * spec.n_shards;
+        let n_processes = spec.n_nodes + 3 * spec.n_shards + spec.n_compute;
         let ports = match spec.ports {
             Ports::Base(base) => (0..n_processes)
                 .map(|i| {
@@ -230,15 +248,25 @@ impl LocalCluster {
                     log_file: dir.join(format!("node-{id}.log")),
                     args,
                     shard_member: None,
+                    compute: None,
                 }
             })
             .collect();
-        nodes.extend(shard_entries(
+        let shards = shard_entries(
             &dir,
             spec.n_shards,
             &ports[spec.n_nodes..],
             spec.exit_with_parent,
-        ));
+        );
+        let compute = compute_entries(
+            &dir,
+            &spec,
+            &ports[spec.n_nodes + 3 * spec.n_shards..],
+            &peers,
+            &shards,
+        );
+        nodes.extend(shards);
+        nodes.extend(compute);
         let process_ids: Vec<NodeId> = nodes.iter().map(|node| node.id).collect();
         let mut cluster = Self {
             dir,
@@ -316,7 +344,7 @@ impl LocalCluster {
         self.manifest
             .nodes
             .iter()
-            .filter(|n| n.shard_member.is_none())
+            .filter(|n| n.is_metadata())
             .map(|n| n.id)
             .collect()
     }
@@ -326,7 +354,7 @@ impl LocalCluster {
         self.manifest
             .nodes
             .iter()
-            .filter(|n| n.shard_member.is_none())
+            .filter(|n| n.is_metadata())
             .map(|n| (n.id, n.addr.clone()))
             .collect()
     }
@@ -363,6 +391,54 @@ impl LocalCluster {
             })
             .collect();
         ShardClient::new(addrs, call_timeout)
+    }
+
+    /// The compute node indexes, in order.
+    pub fn compute_nodes(&self) -> Vec<u32> {
+        self.manifest
+            .nodes
+            .iter()
+            .filter_map(|n| n.compute)
+            .collect()
+    }
+
+    /// A client of compute node `index`, with `call_timeout` on each call.
+    pub fn compute_client(
+        &self,
+        index: u32,
+        call_timeout: Duration,
+    ) -> Result<ComputeClient, LocalClusterError> {
+        let id = compute_process(index);
+        Ok(ComputeClient::new(
+            self.entry(id)?.addr.clone(),
+            call_timeout,
+        ))
+    }
+
+    /// Waits until compute node `index` holds a live cache lease from every data node of every
+    /// shard (so that it serves rows from its cache). Polls every 10 ms; bounded by `bound`.
+    pub async fn wait_for_cache(
+        &self,
+        index: u32,
+        bound: Duration,
+    ) -> Result<(), LocalClusterError> {
+        let client = self.compute_client(index, Duration::from_secs(1))?;
+        let shards: Vec<usize> = (0..self.shard_count()).collect();
+        let deadline = Instant::now() + bound;
+        loop {
+            let last = match client.status().await {
+                Ok(status) if status.cacheable_shards == shards => return Ok(()),
+                Ok(status) => format!("cacheable shards {:?}", status.cacheable_shards),
+                Err(error) => error.to_string(),
+            };
+            if Instant::now() >= deadline {
+                return Err(LocalClusterError::Io {
+                    what: format!("wait for compute node {index}'s cache leases"),
+                    source: std::io::Error::other(format!("after {bound:?}: {last}")),
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     /// Waits until a data node of `shard` acts as primary (named by its record, holding a
@@ -427,7 +503,7 @@ impl LocalCluster {
             .join(",");
         let template = self.entry(old_ids[0])?.clone();
         for node in self.manifest.nodes.iter_mut() {
-            if node.shard_member.is_none() {
+            if node.is_metadata() {
                 set_arg(&mut node.args, "--peers", &peers);
             }
         }
@@ -445,6 +521,7 @@ impl LocalCluster {
             log_file: self.dir.join(format!("node-{id}.log")),
             args,
             shard_member: None,
+            compute: None,
         });
         self.spawn(id)?;
         self.manifest.save(&self.dir)?;
@@ -758,10 +835,68 @@ fn shard_entries(
                     member,
                     witness,
                 }),
+                compute: None,
             });
         }
     }
     entries
+}
+
+/// The manifest entries of the spec's compute nodes, listening on `ports` (one each), with the
+/// metadata group as `--peers` and the data nodes among `shards` as `--storage`.
+fn compute_entries(
+    dir: &Path,
+    spec: &LocalClusterSpec,
+    ports: &[u16],
+    metadata_peers: &str,
+    shards: &[ManifestNode],
+) -> Vec<ManifestNode> {
+    let storage = shards
+        .iter()
+        .filter_map(|n| {
+            n.shard_member
+                .filter(|m| !m.witness)
+                .map(|m| format!("{}.{}={}", m.shard, m.member, n.addr))
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    (0..spec.n_compute)
+        .map(|index| {
+            let index = u32::try_from(index).expect("a handful of compute nodes");
+            let addr = format!("127.0.0.1:{}", ports[index as usize]);
+            let name = format!("compute-{index}");
+            let data_dir = dir.join(&name);
+            let mut args: Vec<String> = vec![
+                "node".into(),
+                "--role".into(),
+                "compute".into(),
+                "--id".into(),
+                index.to_string(),
+                "--listen".into(),
+                addr.clone(),
+                "--peers".into(),
+                metadata_peers.to_string(),
+                "--storage".into(),
+                storage.clone(),
+                "--data-dir".into(),
+                data_dir.display().to_string(),
+            ];
+            if spec.exit_with_parent {
+                args.push("--exit-with-parent".into());
+            }
+            args.extend(spec.compute_args.iter().cloned());
+            ManifestNode {
+                id: compute_process(index),
+                addr,
+                pid: 0,
+                data_dir,
+                log_file: dir.join(format!("{name}.log")),
+                args,
+                shard_member: None,
+                compute: Some(index),
+            }
+        })
+        .collect()
 }
 
 /// Waits, polling and bounded, for a signalled child to exit.

@@ -39,6 +39,9 @@ pub struct ManifestNode {
     /// For a data node or witness of a replicated shard: which; absent for a metadata node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard_member: Option<ShardMemberEntry>,
+    /// For a compute node: its index (the process id is [`super::COMPUTE_PROCESS_BASE`] plus it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute: Option<u32>,
 }
 
 /// Which member of which shard a node process is.
@@ -161,6 +164,12 @@ impl ClusterManifest {
 }
 
 impl ManifestNode {
+    /// Whether the node is a member of the metadata group (neither a shard member nor a
+    /// compute node).
+    pub fn is_metadata(&self) -> bool {
+        self.shard_member.is_none() && self.compute.is_none()
+    }
+
     /// Whether `pid` is this node's process (Linux: its command line names this data directory
     /// after `--data-dir`), and in which state.
     pub fn process_state(&self) -> ProcessState {
@@ -302,6 +311,7 @@ mod tests {
                 log_file: dir.path().join("node-1.log"),
                 args: vec!["node".into()],
                 shard_member: None,
+                compute: None,
             }],
         };
         manifest.save(dir.path()).expect("saves");

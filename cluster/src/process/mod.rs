@@ -1,5 +1,5 @@
-//! Nodes as separate processes: the metadata node server and the shard member server (a data
-//! node or witness of a replicated shard) with their wire protocols, the clients that talk to
+//! Nodes as separate processes: the metadata node server, the shard member server (a data
+//! node or witness of a replicated shard) and the compute node server with their wire protocols, the clients that talk to
 //! them, and a local cluster of `helios node` processes with real faults (SIGKILL and restart,
 //! SIGSTOP/SIGCONT, partitions through peer filters).
 //!
@@ -7,7 +7,11 @@
 //! [`crate::net::tcp_transport::TcpTransport`] instead of the simulated network, and over a data
 //! directory instead of memory.
 
+mod cache_leases;
 mod client;
+mod compute_client;
+pub mod compute_protocol;
+mod compute_server;
 mod docker_cluster;
 mod docker_shards;
 mod local_cluster;
@@ -19,18 +23,21 @@ mod shard_client;
 pub mod shard_protocol;
 mod shard_server;
 
+pub use cache_leases::CacheLeaseOptions;
 pub use client::{
     call_once, AdminClient, AdminError, CallError, ClientError, ClientOptions, MetadataClient,
     Served,
 };
+pub use compute_client::{ComputeClient, ComputeClientError};
+pub use compute_server::{ComputeConfig, ComputeServer, ComputeServerError};
 pub use docker_cluster::{
     build_image, docker_available, run_bounded, DockerCluster, DockerClusterSpec, DockerError,
     COMPOSE_BOUND, CONTAINER_PORT, DOCKER_COMMAND_BOUND, DOCKER_NODES, SPARE_NODE,
 };
 pub use docker_shards::{DockerShards, DockerShardsSpec, DOCKER_SHARDS};
 pub use local_cluster::{
-    member_process, pick_free_ports, LocalCluster, LocalClusterError, LocalClusterSpec, Ports,
-    SHARD_PROCESS_BASE,
+    compute_process, member_process, pick_free_ports, LocalCluster, LocalClusterError,
+    LocalClusterSpec, Ports, COMPUTE_PROCESS_BASE, SHARD_PROCESS_BASE,
 };
 pub use manifest::{
     process_state, stop_all, ClusterManifest, ManifestError, ManifestNode, ProcessState,

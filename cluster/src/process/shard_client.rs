@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::client::{call_once, CallError};
+use super::compute_protocol::Lease;
 use super::shard_protocol::{
     MemberStatus, ShardAdminReply, ShardAdminRequest, ShardClientReply, ShardClientRequest,
     ShardReply, ShardRequest,
@@ -145,6 +146,25 @@ impl ShardClient {
             .await?
         {
             ShardClientReply::Accepted => Ok(()),
+            other => Err(unexpected(node, &other)),
+        }
+    }
+
+    /// Asks data node `node` of `shard` for a cache lease for compute node `compute`, which
+    /// takes invalidations at `addr`; a live lease is renewed.
+    pub async fn subscribe(
+        &self,
+        shard: usize,
+        node: NodeId,
+        compute: u32,
+        addr: &str,
+    ) -> Result<Lease, ReplicationError> {
+        let request = ShardClientRequest::Subscribe {
+            compute,
+            addr: addr.to_string(),
+        };
+        match self.client(shard, node, request).await? {
+            ShardClientReply::Leased(lease) => Ok(lease),
             other => Err(unexpected(node, &other)),
         }
     }

@@ -12,6 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::compute_protocol::Lease;
 use super::protocol::PeerRefusal;
 use crate::metadata::NodeId;
 use crate::replication::{EpochRecord, LogIndex, Message, ReplicationError};
@@ -67,6 +68,14 @@ pub enum ShardClientRequest {
     },
     /// Ask this member (a mirror) to seek promotion now (the seed's manual failover).
     ForcePromotion,
+    /// A compute node's cache lease: granted, or renewed while live (data nodes only; see
+    /// [`super::compute_protocol`]).
+    Subscribe {
+        /// The compute node's id.
+        compute: u32,
+        /// Where it takes invalidations.
+        addr: String,
+    },
 }
 
 impl ShardClientRequest {
@@ -86,6 +95,8 @@ pub enum ShardClientReply {
     Value(Option<Vec<u8>>),
     /// The promotion request was taken.
     Accepted,
+    /// The cache lease granted or renewed.
+    Leased(Lease),
 }
 
 /// An operator's or a nemesis's request to a member.
@@ -133,4 +144,6 @@ pub struct MemberStatus {
     pub saves: u64,
     /// The peers its filter blocks, in id order.
     pub blocked_peers: Vec<NodeId>,
+    /// The compute nodes holding a live cache lease from it, in id order.
+    pub cache_subscribers: Vec<u32>,
 }

@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::cache_leases::{CacheLeaseOptions, CacheLeases};
 use super::protocol::PeerRefusal;
 use super::shard_protocol::{
     MemberStatus, ShardAdminReply, ShardAdminRequest, ShardClientReply, ShardClientRequest,
@@ -88,6 +89,8 @@ pub struct MemberConfig {
     pub peer_frames: FrameOptions,
     /// Bounds of the listener.
     pub serve: ServeOptions,
+    /// The compute nodes' cache leases (data nodes).
+    pub cache_leases: CacheLeaseOptions,
 }
 
 impl MemberConfig {
@@ -123,6 +126,7 @@ impl MemberConfig {
                 idle_timeout: Duration::from_secs(60),
                 ..ServeOptions::default()
             },
+            cache_leases: CacheLeaseOptions::default(),
         }
     }
 
@@ -213,6 +217,8 @@ struct Shared {
     inbox: mpsc::Sender<(NodeId, Message)>,
     client_queue: mpsc::Sender<ClientCall>,
     request_timeout: Duration,
+    /// A data node's cache leases (`None` for a witness).
+    leases: Option<Arc<CacheLeases>>,
 }
 
 impl Shared {
@@ -247,6 +253,18 @@ impl Host for ProcessHost {
             tracing::error!(node = self.shared.id, %error, "save failed; the member stops");
             state.stopped = true;
             return false;
+        }
+        // Committed entries go to the compute nodes before any answer can expose them.
+        if let (Some(leases), Some(replica)) = (&self.shared.leases, member.as_replica()) {
+            let committed = replica.commit_index();
+            let published = leases.published();
+            if committed > published {
+                let log = &replica.durable().log;
+                let keys = (published + 1..=committed)
+                    .filter_map(|index| log.get(index).map(|entry| entry.key.clone()))
+                    .collect();
+                leases.publish(committed, keys);
+            }
         }
         true
     }
@@ -316,6 +334,14 @@ impl MemberServer {
             durable,
             clock.now_ms(),
         );
+        let leases = member.as_replica().map(|replica| {
+            CacheLeases::new(
+                config.shard,
+                config.id,
+                replica.commit_index(),
+                config.cache_leases.clone(),
+            )
+        });
         let (inbox_sender, inbox) = mpsc::channel(INBOX_CAPACITY);
         let (client_queue, client_calls) = mpsc::channel(CLIENT_QUEUE_CAPACITY);
         let filter = PeerFilter::default();
@@ -332,6 +358,7 @@ impl MemberServer {
             inbox: inbox_sender,
             client_queue,
             request_timeout: config.request_timeout,
+            leases,
         });
         let mut tasks = Vec::new();
         let mut links = BTreeMap::new();
@@ -397,6 +424,9 @@ impl MemberServer {
 
     /// Stops serving; the data directory keeps everything the member ever told anyone.
     pub async fn shutdown(self) {
+        if let Some(leases) = &self.shared.leases {
+            leases.shutdown();
+        }
         for task in &self.tasks {
             task.abort();
         }
@@ -481,6 +511,11 @@ fn status(shared: &Shared) -> MemberStatus {
         stopped: state.stopped,
         saves: state.disk.n_saves(),
         blocked_peers: shared.filter.blocked(),
+        cache_subscribers: shared
+            .leases
+            .as_ref()
+            .map(|leases| leases.live_subscribers())
+            .unwrap_or_default(),
     }
 }
 
@@ -515,12 +550,22 @@ async fn handle_client(
                 None => Err(ReplicationError::WitnessHoldsNoData { node }),
             };
         }
+        ShardClientRequest::Subscribe { compute, addr } => {
+            if shared.state().stopped {
+                return Err(ReplicationError::NodeDown { node });
+            }
+            return match &shared.leases {
+                Some(leases) => Ok(ShardClientReply::Leased(leases.subscribe(compute, addr))),
+                None => Err(ReplicationError::WitnessHoldsNoData { node }),
+            };
+        }
         ShardClientRequest::Write { key, value } => ClientOp::Write { key, value },
         ShardClientRequest::Read { key } => ClientOp::Read { key },
         ShardClientRequest::ForcePromotion => ClientOp::ForcePromotion,
     };
     let (call, answer) = ClientCall::new(op);
     let bound = shared.request_timeout;
+    let deadline = Instant::now() + bound;
     let exchange = async {
         if shared.client_queue.send(call).await.is_err() {
             return Err(ReplicationError::NodeDown { node });
@@ -532,6 +577,21 @@ async fn handle_client(
     let output = tokio::time::timeout(bound, exchange)
         .await
         .unwrap_or(Err(ReplicationError::Timeout { after: bound }))?;
+    // Nothing committed is exposed before the compute nodes holding leases dropped its keys.
+    let exposes = match &output {
+        ClientOutput::Written(index) => Some(*index),
+        ClientOutput::Read(_) => shared
+            .state()
+            .member
+            .as_replica()
+            .map(|replica| replica.commit_index()),
+        ClientOutput::Accepted => None,
+    };
+    if let (Some(index), Some(leases)) = (exposes, &shared.leases) {
+        if !leases.wait_through(index, deadline).await {
+            return Err(ReplicationError::Timeout { after: bound });
+        }
+    }
     Ok(match output {
         ClientOutput::Written(index) => ShardClientReply::Written(index),
         ClientOutput::Read(value) => ShardClientReply::Value(value),

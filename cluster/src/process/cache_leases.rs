@@ -1,0 +1,410 @@
+//! A data member's side of the compute nodes' cache leases: who subscribed, the delivery of
+//! the keys of every entry the member sees committed, and the watermark that gates what the
+//! member exposes.
+//!
+//! The rule (see [`super::compute_protocol`] for the compute node's side): the member answers a
+//! read at commit index `i`, or acknowledges a write at index `i`, only when every subscriber
+//! whose lease is live has acknowledged the keys of every entry up to `i`. A subscriber that
+//! does not acknowledge holds the member's answers until its lease ends, at most
+//! [`CacheLeaseOptions::lease`]; then it is dropped, and a later subscription starts a new
+//! session, which makes the compute node drop its cache.
+//!
+//! A member that starts exposes nothing for one lease duration: a compute node may still count
+//! a lease granted by the member's previous incarnation live, and the new incarnation does
+//! not know it.
+//!
+//! Keys are published as the member's commit index advances, as primary or as mirror: a mirror
+//! that becomes primary has already delivered what it learned was committed, and delivers the
+//! rest as its own commit index passes it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::compute_protocol::{ComputeReply, ComputeRequest, Invalidation, Lease, LeaseId};
+use crate::metadata::NodeId;
+use crate::net::tcp::{self, FrameOptions, FramedConnection};
+use crate::net::tcp_transport::resolve;
+use crate::replication::LogIndex;
+
+/// The bounds of cache leases.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheLeaseOptions {
+    /// How long a lease lasts after the member took the subscription request; also the longest
+    /// a silent subscriber holds the member's answers.
+    pub lease: Duration,
+    /// Bounds of one delivery to a compute node.
+    pub frames: FrameOptions,
+    /// How long a delivery that failed waits before it is tried again.
+    pub retry: Duration,
+}
+
+impl Default for CacheLeaseOptions {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_millis(500),
+            frames: FrameOptions {
+                connect_timeout: Duration::from_millis(100),
+                call_timeout: Duration::from_millis(200),
+                ..FrameOptions::default()
+            },
+            retry: Duration::from_millis(5),
+        }
+    }
+}
+
+/// One subscriber: a compute node.
+#[derive(Debug)]
+struct Subscriber {
+    addr: String,
+    lease: LeaseId,
+    /// Invariant: the member counts the lease live while `Instant::now() < until`.
+    until: Instant,
+    /// Every entry up to here was delivered and acknowledged.
+    acked: LogIndex,
+    queue: mpsc::UnboundedSender<(LogIndex, Vec<Vec<u8>>)>,
+    task: JoinHandle<()>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// Every entry up to here was published.
+    published: LogIndex,
+    sessions: u64,
+    subscribers: BTreeMap<u32, Subscriber>,
+}
+
+/// The subscriptions of one data member. Shared by its event loop (which publishes) and its
+/// listener's handlers (which subscribe and wait).
+#[derive(Debug)]
+pub(crate) struct CacheLeases {
+    shard: usize,
+    member: NodeId,
+    incarnation: u64,
+    /// Every lease granted by an earlier incarnation has ended by then.
+    quiet_until: Instant,
+    options: CacheLeaseOptions,
+    inner: Mutex<Inner>,
+    /// Woken on every acknowledgement, publication and subscription change.
+    changed: Notify,
+}
+
+impl CacheLeases {
+    /// No subscribers; every entry up to `committed` counts as published (a compute node's
+    /// session with this incarnation starts after it, with an empty cache).
+    pub(crate) fn new(
+        shard: usize,
+        member: NodeId,
+        committed: LogIndex,
+        options: CacheLeaseOptions,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            shard,
+            member,
+            incarnation: rand::random(),
+            quiet_until: Instant::now() + options.lease,
+            options,
+            inner: Mutex::new(Inner {
+                published: committed,
+                sessions: 0,
+                subscribers: BTreeMap::new(),
+            }),
+            changed: Notify::new(),
+        })
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .expect("cache lease lock poisoned: a panic happened while it was held")
+    }
+
+    /// Grants compute node `compute` (listening at `addr`) a lease, or renews its live one.
+    pub(crate) fn subscribe(self: &Arc<Self>, compute: u32, addr: String) -> Lease {
+        let now = Instant::now();
+        let mut inner = self.inner();
+        let until = now + self.options.lease;
+        let live = inner
+            .subscribers
+            .get(&compute)
+            .is_some_and(|sub| sub.until > now && sub.addr == addr);
+        if live {
+            let sub = inner
+                .subscribers
+                .get_mut(&compute)
+                .expect("checked just above");
+            sub.until = until;
+            return self.lease(sub.lease);
+        }
+        inner.sessions += 1;
+        let lease = LeaseId {
+            incarnation: self.incarnation,
+            session: inner.sessions,
+        };
+        let (queue, batches) = mpsc::unbounded_channel();
+        let task = tokio::spawn(deliver(
+            Arc::clone(self),
+            compute,
+            lease,
+            addr.clone(),
+            batches,
+        ));
+        let fresh = Subscriber {
+            addr,
+            lease,
+            until,
+            acked: inner.published,
+            queue,
+            task,
+        };
+        if let Some(old) = inner.subscribers.insert(compute, fresh) {
+            old.task.abort();
+        }
+        drop(inner);
+        tracing::debug!(
+            shard = self.shard,
+            member = self.member,
+            compute,
+            ?lease,
+            "cache lease granted"
+        );
+        self.changed.notify_waiters();
+        self.lease(lease)
+    }
+
+    fn lease(&self, id: LeaseId) -> Lease {
+        Lease {
+            id,
+            duration_ms: u64::try_from(self.options.lease.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Publishes the keys of the entries after the last published index up to `through`.
+    pub(crate) fn publish(&self, through: LogIndex, keys: Vec<Vec<u8>>) {
+        let now = Instant::now();
+        let mut inner = self.inner();
+        if through <= inner.published {
+            return;
+        }
+        inner.published = through;
+        inner.subscribers.retain(|_, sub| {
+            let live = sub.until > now;
+            if live {
+                // The receiver lives as long as the task, which ends only with the subscriber.
+                let _ = sub.queue.send((through, keys.clone()));
+            } else {
+                sub.task.abort();
+            }
+            live
+        });
+        drop(inner);
+        self.changed.notify_waiters();
+    }
+
+    /// The last index published.
+    pub(crate) fn published(&self) -> LogIndex {
+        self.inner().published
+    }
+
+    /// Live subscribers, by compute node id.
+    pub(crate) fn live_subscribers(&self) -> Vec<u32> {
+        let now = Instant::now();
+        self.inner()
+            .subscribers
+            .iter()
+            .filter(|(_, sub)| sub.until > now)
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    fn acknowledged(&self, compute: u32, lease: LeaseId, through: LogIndex) {
+        let mut inner = self.inner();
+        if let Some(sub) = inner.subscribers.get_mut(&compute) {
+            if sub.lease == lease {
+                sub.acked = sub.acked.max(through);
+            }
+        }
+        drop(inner);
+        self.changed.notify_waiters();
+    }
+
+    fn is_current(&self, compute: u32, lease: LeaseId) -> Option<Instant> {
+        self.inner()
+            .subscribers
+            .get(&compute)
+            .filter(|sub| sub.lease == lease)
+            .map(|sub| sub.until)
+    }
+
+    /// Waits until everything up to `index` is published and acknowledged by every subscriber
+    /// whose lease is live (a lease that ends counts as acknowledged). False at `deadline`.
+    pub(crate) async fn wait_through(&self, index: LogIndex, deadline: Instant) -> bool {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let now = Instant::now();
+            let next_expiry = {
+                let inner = self.inner();
+                if now < self.quiet_until {
+                    Some(self.quiet_until)
+                } else if inner.published < index {
+                    Some(deadline)
+                } else {
+                    inner
+                        .subscribers
+                        .values()
+                        .filter(|sub| sub.until > now && sub.acked < index)
+                        .map(|sub| sub.until)
+                        .min()
+                }
+            };
+            let Some(wake) = next_expiry else {
+                return true;
+            };
+            if now >= deadline {
+                return false;
+            }
+            tokio::select! {
+                () = &mut changed => {}
+                () = tokio::time::sleep_until(wake.min(deadline)) => {}
+            }
+        }
+    }
+
+    /// Stops every delivery.
+    pub(crate) fn shutdown(&self) {
+        let mut inner = self.inner();
+        for sub in inner.subscribers.values() {
+            sub.task.abort();
+        }
+        inner.subscribers.clear();
+    }
+}
+
+/// Delivers each published batch to one subscriber, in order, over one kept connection,
+/// retrying until it is acknowledged or the lease ends (then the subscriber is gone).
+async fn deliver(
+    leases: Arc<CacheLeases>,
+    compute: u32,
+    lease: LeaseId,
+    addr: String,
+    mut batches: mpsc::UnboundedReceiver<(LogIndex, Vec<Vec<u8>>)>,
+) {
+    type Connection = FramedConnection<ComputeRequest, ComputeReply>;
+    let frames = leases.options.frames.clone();
+    let mut connection: Option<Connection> = None;
+    while let Some((mut through, mut keys)) = batches.recv().await {
+        // Everything queued meanwhile goes in the same delivery.
+        while let Ok((more_through, more_keys)) = batches.try_recv() {
+            through = more_through;
+            keys.extend(more_keys);
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        let request = ComputeRequest::Invalidate(Invalidation {
+            shard: leases.shard,
+            member: leases.member,
+            lease,
+            through,
+            keys,
+        });
+        loop {
+            let Some(until) = leases.is_current(compute, lease) else {
+                return;
+            };
+            if Instant::now() >= until {
+                // The lease ended: the compute node stops serving cached rows by itself.
+                return;
+            }
+            if connection.is_none() {
+                connection = match resolve(&addr, frames.connect_timeout).await {
+                    Ok(socket) => Connection::connect(socket, frames.clone()).await.ok(),
+                    Err(_) => None,
+                };
+            }
+            if let Some(open) = connection.as_mut() {
+                match tcp::call(open, &request).await {
+                    Ok(ComputeReply::Invalidated) => {
+                        leases.acknowledged(compute, lease, through);
+                        break;
+                    }
+                    Ok(_) | Err(_) => connection = None,
+                }
+            }
+            tokio::time::sleep(leases.options.retry).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(lease_ms: u64) -> CacheLeaseOptions {
+        CacheLeaseOptions {
+            lease: Duration::from_millis(lease_ms),
+            ..CacheLeaseOptions::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn with_no_subscribers_everything_published_is_exposable_after_the_quiet_period() {
+        let leases = CacheLeases::new(0, 0, 5, options(100));
+        let started = Instant::now();
+        assert!(
+            !leases
+                .wait_through(5, started + Duration::from_millis(20))
+                .await,
+            "a new incarnation must outwait the leases of the one before"
+        );
+        assert!(
+            leases
+                .wait_through(5, started + Duration::from_secs(5))
+                .await
+        );
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        leases.publish(7, vec![b"k".to_vec()]);
+        assert!(leases.wait_through(7, Instant::now()).await);
+        // Not yet published: waits until the deadline.
+        assert!(
+            !leases
+                .wait_through(8, Instant::now() + Duration::from_millis(20))
+                .await
+        );
+    }
+
+    #[tokio::test]
+    async fn a_silent_subscriber_holds_answers_until_its_lease_ends() {
+        // Nothing listens at this address: deliveries fail until the lease ends.
+        let leases = CacheLeases::new(0, 0, 0, options(150));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let first = leases.subscribe(1, "127.0.0.1:1".to_string());
+        let renewed = leases.subscribe(1, "127.0.0.1:1".to_string());
+        assert_eq!(
+            first.id, renewed.id,
+            "a live lease is renewed, not replaced"
+        );
+        let started = Instant::now();
+        leases.publish(1, vec![b"k".to_vec()]);
+        assert!(
+            !leases
+                .wait_through(1, started + Duration::from_millis(50))
+                .await,
+            "a live, unacknowledged subscriber must hold the answer"
+        );
+        assert!(
+            leases
+                .wait_through(1, started + Duration::from_secs(5))
+                .await
+        );
+        assert!(started.elapsed() >= Duration::from_millis(150));
+        assert!(leases.live_subscribers().is_empty());
+        let again = leases.subscribe(1, "127.0.0.1:1".to_string());
+        assert_ne!(again.id, first.id, "a lapsed lease starts a new session");
+    }
+}

@@ -1,0 +1,759 @@
+//! [`ComputeServer`]: a compute node as a process. It takes the seed's point SQL over TCP,
+//! keeps rows of the replicated shards in a [`RowCache`], and holds a cache lease from every
+//! data member of every shard (see [`super::compute_protocol`]), so that a row served from its
+//! cache is never older than a write any member has exposed.
+//!
+//! Rows live in the replicated shards' registers: the key is `(table, shard key value)`, the
+//! value the whole row, both postcard bytes; a consistent-hash ring over the shards places
+//! each key. A table's shard key is recorded in the metadata group (`table/<name>`), so every
+//! compute node agrees on it.
+//!
+//! What this node does not do, and the in-process [`crate::compute::ComputeNode`] does:
+//! transactions, scans, and `UPDATE` expressions (`c = c + 1`). The replicated shards store
+//! registers with no conditional write, so an `UPDATE` reads the row, applies constant
+//! assignments and writes the whole row back: two concurrent updates of different columns of
+//! one row keep only one of them. `INSERT` writes over an existing row.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::client::{ClientOptions, MetadataClient};
+use super::compute_protocol::{
+    ComputeAdminRequest, ComputeClientReply, ComputeClientRequest, ComputeFailure, ComputeReply,
+    ComputeRequest, ComputeStatus, Invalidation, LeaseId,
+};
+use super::shard_client::{MemberAddrs, ShardClient};
+use crate::compute::RowCache;
+use crate::metadata::NodeId;
+use crate::net::tcp::{self, ServeOptions};
+use crate::replication::ReplicationError;
+use crate::sharding::{hash_bytes, HashRing, StorageNodeId};
+use crate::sql::{
+    apply_assignments, parse_statement, AssignValue, Projection, Row, SqlStatement, SqlValue,
+};
+use crate::storage::remote::WireValue;
+
+/// Everything a compute node process needs.
+#[derive(Clone, Debug)]
+pub struct ComputeConfig {
+    /// The node's id (its name is `compute-<id>`).
+    pub id: u32,
+    /// Where it listens (clients, invalidations, admin).
+    pub listen: SocketAddr,
+    /// The address data members deliver invalidations to; default: `listen`.
+    pub advertise: Option<String>,
+    /// Every data node of every shard (not the witnesses): `(shard, member id) -> host:port`.
+    pub shards: MemberAddrs,
+    /// The metadata group's nodes, where table schemas live.
+    pub metadata: BTreeMap<NodeId, String>,
+    /// Most rows in the cache.
+    pub cache_capacity: usize,
+    /// The bound on one statement, every attempt included.
+    pub statement_timeout: Duration,
+    /// The bound on one call to a shard member; it outlasts the member's own request bound.
+    pub storage_call_timeout: Duration,
+    /// How often each lease is renewed; well inside the members' lease.
+    pub renew_interval: Duration,
+    /// Taken off each lease, on top of counting it from before the request was sent.
+    pub lease_margin: Duration,
+    /// Bounds of the listener.
+    pub serve: ServeOptions,
+    /// Test aid, deliberately unsafe (`--unsafe-skip-invalidation`): invalidations are
+    /// acknowledged but not applied, so cached rows go stale.
+    pub unsafe_skip_invalidation: bool,
+}
+
+impl ComputeConfig {
+    /// A node with default bounds.
+    pub fn new(
+        id: u32,
+        listen: SocketAddr,
+        shards: MemberAddrs,
+        metadata: BTreeMap<NodeId, String>,
+    ) -> Self {
+        Self {
+            id,
+            listen,
+            advertise: None,
+            shards,
+            metadata,
+            cache_capacity: 100_000,
+            statement_timeout: Duration::from_secs(3),
+            storage_call_timeout: Duration::from_millis(2_500),
+            renew_interval: Duration::from_millis(100),
+            lease_margin: Duration::from_millis(20),
+            serve: ServeOptions::default(),
+            unsafe_skip_invalidation: false,
+        }
+    }
+}
+
+/// Why a compute node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ComputeServerError {
+    /// The configuration is inconsistent.
+    #[error("bad compute node configuration: {0}")]
+    Config(String),
+    /// The listener could not be bound.
+    #[error("listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The socket error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A lease as this node counts it.
+#[derive(Clone, Copy, Debug)]
+struct HeldLease {
+    id: LeaseId,
+    /// Invariant: no later than the member's own end of the lease.
+    until: Instant,
+}
+
+#[derive(Debug)]
+struct Shared {
+    id: u32,
+    advertise: String,
+    statement_timeout: Duration,
+    lease_margin: Duration,
+    unsafe_skip_invalidation: bool,
+    cache: RowCache,
+    storage: ShardClient,
+    /// A shorter-bounded client for lease renewals.
+    lease_client: ShardClient,
+    metadata: MetadataClient,
+    ring: HashRing,
+    /// Each shard's data members, in id order.
+    members: BTreeMap<usize, Vec<NodeId>>,
+    primaries: Mutex<BTreeMap<usize, NodeId>>,
+    leases: Mutex<BTreeMap<(usize, NodeId), HeldLease>>,
+    schemas: Mutex<BTreeMap<String, String>>,
+    invalidation_seq: AtomicU64,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .expect("compute node lock poisoned: a panic happened while it was held")
+}
+
+/// A running compute node with its listener.
+#[derive(Debug)]
+pub struct ComputeServer {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    /// Invariant: these run until `shutdown` (the listener, one renewal task per member).
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ComputeServer {
+    /// Binds the listener, starts renewing leases, and serves.
+    pub async fn start(config: ComputeConfig) -> Result<Self, ComputeServerError> {
+        let mut members: BTreeMap<usize, Vec<NodeId>> = BTreeMap::new();
+        for &(shard, member) in config.shards.keys() {
+            members.entry(shard).or_default().push(member);
+        }
+        if members.is_empty() {
+            return Err(ComputeServerError::Config(
+                "no shard members given".to_string(),
+            ));
+        }
+        if config.metadata.is_empty() {
+            return Err(ComputeServerError::Config(
+                "no metadata nodes given".to_string(),
+            ));
+        }
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ComputeServerError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| ComputeServerError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let names: Vec<(StorageNodeId, String)> = members
+            .keys()
+            .map(|&shard| (shard_node(shard), format!("shard_{shard}")))
+            .collect();
+        let ring = HashRing::new(names.iter().map(|(id, name)| (*id, name.as_str())));
+        let shared = Arc::new(Shared {
+            id: config.id,
+            advertise: config
+                .advertise
+                .clone()
+                .unwrap_or_else(|| local_addr.to_string()),
+            statement_timeout: config.statement_timeout,
+            lease_margin: config.lease_margin,
+            unsafe_skip_invalidation: config.unsafe_skip_invalidation,
+            cache: RowCache::new(config.cache_capacity.max(1)),
+            storage: ShardClient::new(config.shards.clone(), config.storage_call_timeout),
+            lease_client: ShardClient::new(config.shards.clone(), config.renew_interval * 2),
+            metadata: MetadataClient::new(
+                config.metadata.clone(),
+                ClientOptions {
+                    op_timeout: config.statement_timeout,
+                    ..ClientOptions::default()
+                },
+            ),
+            ring,
+            members,
+            primaries: Mutex::new(BTreeMap::new()),
+            leases: Mutex::new(BTreeMap::new()),
+            schemas: Mutex::new(BTreeMap::new()),
+            invalidation_seq: AtomicU64::new(0),
+        });
+        let mut tasks = Vec::new();
+        for &(shard, member) in config.shards.keys() {
+            tasks.push(tokio::spawn(renew(
+                Arc::clone(&shared),
+                shard,
+                member,
+                config.renew_interval,
+            )));
+        }
+        let handler_shared = Arc::clone(&shared);
+        tasks.push(tokio::spawn(tcp::serve(
+            listener,
+            config.serve.clone(),
+            move |request| {
+                let shared = Arc::clone(&handler_shared);
+                async move { handle(&shared, request).await }
+            },
+        )));
+        tracing::info!(
+            node = config.id,
+            addr = %local_addr,
+            shards = shared.members.len(),
+            unsafe_skip_invalidation = config.unsafe_skip_invalidation,
+            "compute node serving"
+        );
+        Ok(Self {
+            shared,
+            local_addr,
+            tasks,
+        })
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The node's status, as the admin endpoint reports it.
+    pub fn status(&self) -> ComputeStatus {
+        status(&self.shared)
+    }
+
+    /// Stops serving; a compute node keeps nothing durable.
+    pub async fn shutdown(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        tracing::info!(node = self.shared.id, "compute node stopped");
+    }
+}
+
+fn shard_node(shard: usize) -> StorageNodeId {
+    StorageNodeId(shard as u64)
+}
+
+/// Renews this node's lease from one data member, forever.
+async fn renew(shared: Arc<Shared>, shard: usize, member: NodeId, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let sent = Instant::now();
+        let granted = shared
+            .lease_client
+            .subscribe(shard, member, shared.id, &shared.advertise)
+            .await;
+        let Ok(lease) = granted else {
+            continue;
+        };
+        let now = Instant::now();
+        let until = (sent + Duration::from_millis(lease.duration_ms))
+            .checked_sub(shared.lease_margin)
+            .unwrap_or(sent);
+        let mut leases = lock(&shared.leases);
+        let previous = leases.insert(
+            (shard, member),
+            HeldLease {
+                id: lease.id,
+                until,
+            },
+        );
+        // A lapse or a new session may have missed invalidations: nothing cached is trusted.
+        let fresh_session = previous.is_some_and(|held| held.id != lease.id || held.until <= now);
+        if fresh_session {
+            shared.cache.clear();
+            drop(leases);
+            tracing::debug!(
+                node = shared.id,
+                shard,
+                member,
+                "lease renewed afresh; cache dropped"
+            );
+        }
+    }
+}
+
+impl Shared {
+    /// Whether rows of `shard` may be served from the cache now.
+    fn cacheable(&self, shard: usize) -> bool {
+        let now = Instant::now();
+        let leases = lock(&self.leases);
+        self.members[&shard].iter().all(|&member| {
+            leases
+                .get(&(shard, member))
+                .is_some_and(|held| held.until > now)
+        })
+    }
+
+    fn shard_of(&self, key: &[u8]) -> usize {
+        let owner = self
+            .ring
+            .owner(hash_bytes(key))
+            .expect("the ring has a token per shard");
+        usize::try_from(owner.0).expect("shard ids come from usize")
+    }
+
+    /// Runs `call` on `shard`'s primary, following redirects and trying the other data member
+    /// when one is down, until the statement's deadline.
+    async fn on_primary<T, F, Fut>(
+        &self,
+        shard: usize,
+        deadline: Instant,
+        call: F,
+    ) -> Result<T, ComputeFailure>
+    where
+        F: Fn(NodeId) -> Fut,
+        Fut: Future<Output = Result<T, ReplicationError>>,
+    {
+        let members = &self.members[&shard];
+        let mut target = lock(&self.primaries)
+            .get(&shard)
+            .copied()
+            .unwrap_or(members[0]);
+        let mut unknown = false;
+        loop {
+            let error = match tokio::time::timeout_at(deadline, call(target)).await {
+                Ok(Ok(value)) => {
+                    lock(&self.primaries).insert(shard, target);
+                    return Ok(value);
+                }
+                Ok(Err(error)) => error,
+                Err(_) => ReplicationError::Timeout {
+                    after: self.statement_timeout,
+                },
+            };
+            unknown |= error.outcome_is_unknown();
+            if Instant::now() >= deadline {
+                return Err(ComputeFailure {
+                    message: format!("shard {shard}: {error}"),
+                    outcome_unknown: unknown,
+                });
+            }
+            let hint = error
+                .primary_hint()
+                .filter(|hint| *hint != target && members.contains(hint));
+            match hint {
+                Some(primary) => target = primary,
+                None => {
+                    if let Some(&other) = members.iter().find(|&&m| m != target) {
+                        target = other;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+
+    /// The shard key column of `table`, from the metadata group the first time.
+    async fn shard_key(&self, table: &str) -> Result<String, ComputeFailure> {
+        if let Some(key) = lock(&self.schemas).get(table) {
+            return Ok(key.clone());
+        }
+        let stored = self
+            .metadata
+            .read(&schema_key(table))
+            .await
+            .map_err(|error| definite(format!("table {table}: metadata: {error}")))?;
+        let Some(key) = stored else {
+            return Err(definite(format!("no table named {table:?}")));
+        };
+        lock(&self.schemas).insert(table.to_string(), key.clone());
+        Ok(key)
+    }
+
+    async fn create_table(&self, table: &str, shard_key: &str) -> Result<(), ComputeFailure> {
+        self.metadata
+            .write(&schema_key(table), shard_key)
+            .await
+            .map_err(|error| ComputeFailure {
+                message: format!("create table {table}: {error}"),
+                outcome_unknown: error.outcome_is_unknown(),
+            })?;
+        lock(&self.schemas).insert(table.to_string(), shard_key.to_string());
+        Ok(())
+    }
+
+    /// The committed row of `table` under `key`, from the cache when its leases allow.
+    async fn read_row(
+        &self,
+        table: &str,
+        key: &SqlValue,
+        deadline: Instant,
+    ) -> Result<Option<Row>, ComputeFailure> {
+        let bytes = row_key(table, key)?;
+        let shard = self.shard_of(&bytes);
+        let stamp = self.cache.stamp();
+        if self.cacheable(shard) {
+            if let Some(row) = self.cache.get(table, key) {
+                return Ok(Some(row));
+            }
+        }
+        let stored = self
+            .on_primary(shard, deadline, |member| {
+                self.storage.read_linearizable(shard, member, &bytes)
+            })
+            .await?;
+        let row = stored.map(|bytes| decode_row(&bytes)).transpose()?;
+        if let (true, Some(row)) = (self.cacheable(shard), &row) {
+            self.cache.fill(table, key, row.clone(), stamp);
+        }
+        Ok(row)
+    }
+
+    async fn write_row(
+        &self,
+        table: &str,
+        key: &SqlValue,
+        row: &Row,
+        deadline: Instant,
+    ) -> Result<(), ComputeFailure> {
+        let bytes = row_key(table, key)?;
+        let value = encode_row(row)?;
+        let shard = self.shard_of(&bytes);
+        self.on_primary(shard, deadline, |member| {
+            self.storage.write_at(shard, member, &bytes, &value)
+        })
+        .await?;
+        Ok(())
+    }
+
+    fn apply(&self, invalidation: &Invalidation) {
+        let seq = self.invalidation_seq.fetch_add(1, Ordering::SeqCst) + 1;
+        for key in &invalidation.keys {
+            match decode_key(key) {
+                Ok((table, value)) => self.cache.apply_invalidation(
+                    seq,
+                    &table,
+                    &value,
+                    self.unsafe_skip_invalidation,
+                ),
+                // A key this node cannot read is no row it caches; drop everything to be sure.
+                Err(_) => self.cache.clear(),
+            }
+        }
+    }
+
+    async fn sql(&self, sql: &str) -> Result<ComputeClientReply, ComputeFailure> {
+        let deadline = Instant::now() + self.statement_timeout;
+        let statement = parse_statement(sql).map_err(|error| definite(error.to_string()))?;
+        if statement.n_params() > 0 {
+            return Err(definite("parameters are not taken over TCP".to_string()));
+        }
+        match statement {
+            SqlStatement::Select {
+                table,
+                projection,
+                filter,
+                for_update,
+            } => {
+                if for_update {
+                    return Err(definite(
+                        "FOR UPDATE needs a transaction, which compute processes do not run"
+                            .to_string(),
+                    ));
+                }
+                let shard_key = self.shard_key(&table).await?;
+                let key = match filter {
+                    Some((column, operand)) if column == shard_key => operand.bind(&[]),
+                    _ => {
+                        return Err(definite(format!(
+                            "a compute process serves point selects by the shard key \
+                             ({table}.{shard_key} = value); scans run in process only"
+                        )))
+                    }
+                };
+                let row = if key == SqlValue::Null {
+                    None
+                } else {
+                    self.read_row(&table, &key, deadline).await?
+                };
+                Ok(rows_reply(row.as_ref(), &projection))
+            }
+            SqlStatement::Insert {
+                table,
+                columns,
+                rows,
+            } => {
+                let shard_key = self.shard_key(&table).await?;
+                let mut inserted = 0;
+                for values in rows {
+                    let row: Row = columns
+                        .iter()
+                        .cloned()
+                        .zip(values.iter().map(|operand| operand.bind(&[])))
+                        .collect();
+                    let key = match row.get(&shard_key) {
+                        Some(SqlValue::Null) | None => {
+                            return Err(definite(format!(
+                                "insert into {table}: no value for the shard key {shard_key}"
+                            )))
+                        }
+                        Some(key) => key.clone(),
+                    };
+                    self.write_row(&table, &key, &row, deadline)
+                        .await
+                        .map_err(|failure| after_some(failure, inserted))?;
+                    inserted += 1;
+                }
+                Ok(ComputeClientReply::Rows {
+                    rows: Vec::new(),
+                    rows_affected: inserted,
+                })
+            }
+            SqlStatement::Update {
+                table,
+                assignments,
+                filter: (column, operand),
+            } => {
+                let shard_key = self.shard_key(&table).await?;
+                if column != shard_key {
+                    return Err(definite(format!(
+                        "updates are by shard key ({table}.{shard_key} = value)"
+                    )));
+                }
+                let mut bound = Vec::with_capacity(assignments.len());
+                for (target, assign) in &assignments {
+                    if !matches!(assign, AssignValue::Set(_)) {
+                        return Err(definite(format!(
+                            "{target}: a compute process takes only `column = value`; \
+                             shards have no conditional write, so an expression could lose \
+                             a concurrent update"
+                        )));
+                    }
+                    if *target == shard_key {
+                        return Err(definite(format!("the shard key {target} cannot change")));
+                    }
+                    bound.push((target.clone(), assign.bind(&[])));
+                }
+                let key = operand.bind(&[]);
+                let Some(mut row) = self.read_row_from_storage(&table, &key, deadline).await?
+                else {
+                    return Ok(ComputeClientReply::Rows {
+                        rows: Vec::new(),
+                        rows_affected: 0,
+                    });
+                };
+                apply_assignments(&mut row, &bound, None)
+                    .map_err(|error| definite(error.to_string()))?;
+                self.write_row(&table, &key, &row, deadline).await?;
+                Ok(ComputeClientReply::Rows {
+                    rows: Vec::new(),
+                    rows_affected: 1,
+                })
+            }
+        }
+    }
+
+    /// The row as storage has it now, bypassing the cache (the base of an update).
+    async fn read_row_from_storage(
+        &self,
+        table: &str,
+        key: &SqlValue,
+        deadline: Instant,
+    ) -> Result<Option<Row>, ComputeFailure> {
+        let bytes = row_key(table, key)?;
+        let shard = self.shard_of(&bytes);
+        let stored = self
+            .on_primary(shard, deadline, |member| {
+                self.storage.read_linearizable(shard, member, &bytes)
+            })
+            .await?;
+        stored.map(|bytes| decode_row(&bytes)).transpose()
+    }
+}
+
+fn definite(message: String) -> ComputeFailure {
+    ComputeFailure {
+        message,
+        outcome_unknown: false,
+    }
+}
+
+/// A multi-row insert that failed after writing some rows took effect in part.
+fn after_some(failure: ComputeFailure, written: u64) -> ComputeFailure {
+    ComputeFailure {
+        outcome_unknown: failure.outcome_unknown || written > 0,
+        ..failure
+    }
+}
+
+fn schema_key(table: &str) -> String {
+    format!("table/{table}")
+}
+
+/// The shard-level key of a row.
+fn row_key(table: &str, key: &SqlValue) -> Result<Vec<u8>, ComputeFailure> {
+    postcard::to_stdvec(&(table, WireValue::from(key)))
+        .map_err(|error| definite(format!("encode key: {error}")))
+}
+
+fn decode_key(bytes: &[u8]) -> Result<(String, SqlValue), postcard::Error> {
+    let (table, key): (String, WireValue) = postcard::from_bytes(bytes)?;
+    Ok((table, SqlValue::from(key)))
+}
+
+fn encode_row(row: &Row) -> Result<Vec<u8>, ComputeFailure> {
+    let wire: Vec<(&str, WireValue)> = row
+        .iter()
+        .map(|(column, value)| (column.as_str(), WireValue::from(value)))
+        .collect();
+    postcard::to_stdvec(&wire).map_err(|error| definite(format!("encode row: {error}")))
+}
+
+fn decode_row(bytes: &[u8]) -> Result<Row, ComputeFailure> {
+    let wire: Vec<(String, WireValue)> = postcard::from_bytes(bytes)
+        .map_err(|error| definite(format!("a stored row does not decode: {error}")))?;
+    Ok(wire
+        .into_iter()
+        .map(|(column, value)| (column, SqlValue::from(value)))
+        .collect())
+}
+
+fn rows_reply(row: Option<&Row>, projection: &Projection) -> ComputeClientReply {
+    let rows = match projection {
+        Projection::Count(alias) => vec![vec![(
+            alias.clone(),
+            WireValue::Int(i64::from(row.is_some())),
+        )]],
+        Projection::All => row
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .map(|(column, value)| (column.clone(), WireValue::from(value)))
+                    .collect()
+            })
+            .collect(),
+        Projection::Columns(columns) => row
+            .iter()
+            .map(|row| {
+                columns
+                    .iter()
+                    .map(|(column, alias)| {
+                        let value = row.get(column).cloned().unwrap_or(SqlValue::Null);
+                        (alias.clone(), WireValue::from(&value))
+                    })
+                    .collect()
+            })
+            .collect(),
+    };
+    ComputeClientReply::Rows {
+        rows,
+        rows_affected: 0,
+    }
+}
+
+fn status(shared: &Shared) -> ComputeStatus {
+    ComputeStatus {
+        id: shared.id,
+        pid: std::process::id(),
+        cached_rows: shared.cache.len(),
+        cache_drops: shared.cache.n_drops(),
+        invalidations: shared.invalidation_seq.load(Ordering::SeqCst),
+        cacheable_shards: shared
+            .members
+            .keys()
+            .copied()
+            .filter(|&shard| shared.cacheable(shard))
+            .collect(),
+    }
+}
+
+async fn handle(shared: &Shared, request: ComputeRequest) -> ComputeReply {
+    match request {
+        ComputeRequest::Client(request) => ComputeReply::Client(match request {
+            ComputeClientRequest::Sql(sql) => shared.sql(&sql).await,
+            ComputeClientRequest::CreateTable { table, shard_key } => shared
+                .create_table(&table, &shard_key)
+                .await
+                .map(|()| ComputeClientReply::Created),
+            ComputeClientRequest::CacheContains(key) => Ok(ComputeClientReply::Cached(
+                shared.cache.contains_key(&SqlValue::from(key)),
+            )),
+        }),
+        ComputeRequest::Invalidate(invalidation) => {
+            shared.apply(&invalidation);
+            ComputeReply::Invalidated
+        }
+        ComputeRequest::Admin(ComputeAdminRequest::Status) => ComputeReply::Admin(status(shared)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_rows_round_trip() {
+        let key = SqlValue::Int(-7);
+        let bytes = row_key("data", &key).expect("encodes");
+        assert_eq!(
+            decode_key(&bytes).expect("decodes"),
+            ("data".to_string(), key)
+        );
+        let row = Row::from([
+            ("id".to_string(), SqlValue::Int(1)),
+            ("name".to_string(), SqlValue::Text("x".to_string())),
+            ("gone".to_string(), SqlValue::Null),
+        ]);
+        let bytes = encode_row(&row).expect("encodes");
+        assert_eq!(decode_row(&bytes).expect("decodes"), row);
+        assert!(decode_row(&[0xff, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn a_count_reports_whether_the_row_exists() {
+        let row = Row::from([("id".to_string(), SqlValue::Int(1))]);
+        let count = Projection::Count("cnt".to_string());
+        assert_eq!(
+            rows_reply(Some(&row), &count),
+            ComputeClientReply::Rows {
+                rows: vec![vec![("cnt".to_string(), WireValue::Int(1))]],
+                rows_affected: 0
+            }
+        );
+    }
+}
