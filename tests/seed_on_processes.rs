@@ -62,6 +62,22 @@
 //!   and catch up; REP-001 also writes twenty more keys, each read from the mirror at once.
 //! - The histories are the same format, one register per key, with the shard's members named
 //!   `r0`, `r1`, `r2` as in the in-process replicated workload's histories.
+//!
+//! Seed section 4, "Cache Invalidation Tests" (CACHE-001, CACHE-002), against compute node
+//! processes (`helios node --role compute`) over replicated shards of processes, reached over
+//! TCP through [`ComputeClient`]. Where the process API differs from the seed's `TestCluster`:
+//! - `.storage_nodes(n)` is `n` replicated shards; a metadata group of three nodes holds the
+//!   table's schema. The seed's builder creates table `data` with its rows; here compute node
+//!   0 creates it (keyed by `id`) and inserts the rows the test reads, with `value = 1`.
+//! - Like the seed's constructor, a test starts once every compute node holds a cache lease
+//!   from every data node ([`LocalCluster::wait_for_cache`]): before that, a compute node reads
+//!   storage and caches nothing, and the seed's first `cache_contains` would fail.
+//! - The seed sleeps 100 ms (CACHE-001) and 200 ms (CACHE-002) for the invalidation to
+//!   arrive; the compute processes need no sleep (an update is acknowledged only after every
+//!   compute node holding a lease dropped the row), so the tests check at once, and then again
+//!   after the seed's sleep.
+//! - The histories name compute nodes `c0`, `c1`, ...; every read and write of row `id` is a
+//!   register `data/<id>`.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -71,8 +87,8 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use helios_cluster::process::{
-    member_process, ClientError, ClientOptions, ClientReply, ClientRequest, LocalCluster,
-    LocalClusterSpec, MemberStatus, MetadataClient, NodeStatus, Ports, ShardClient,
+    member_process, ClientError, ClientOptions, ClientReply, ClientRequest, ComputeClient,
+    LocalCluster, LocalClusterSpec, MemberStatus, MetadataClient, NodeStatus, Ports, ShardClient,
 };
 use helios_cluster::replication::{LogIndex, ReplicationError, ShardMembers};
 use helios_cluster::NodeId;
@@ -195,6 +211,47 @@ async fn start_shard(test: &str) -> (LocalCluster, ShardMembers, NodeId) {
 
 /// Starts `n_nodes` metadata processes and `n_shards` replicated shards for `test`.
 fn start_processes(test: &str, n_nodes: usize, n_shards: usize) -> (LocalCluster, Instant) {
+    start_with_compute(test, n_nodes, n_shards, 0)
+}
+
+/// Starts three metadata nodes, `n_shards` shards and `n_compute` compute nodes for `test`,
+/// waits until every compute node holds its cache leases, and creates table `data` keyed by
+/// `id` through compute node 0; returns a client of each compute node.
+async fn start_compute(
+    test: &str,
+    n_shards: usize,
+    n_compute: usize,
+) -> (LocalCluster, Vec<ComputeClient>) {
+    let (cluster, _) = start_with_compute(test, 3, n_shards, n_compute);
+    cluster
+        .wait_for_leader(&[], SHARD_STARTUP_BOUND)
+        .await
+        .expect("a metadata leader");
+    let mut computes = Vec::new();
+    for index in cluster.compute_nodes() {
+        cluster
+            .wait_for_cache(index, SHARD_STARTUP_BOUND)
+            .await
+            .expect("cache leases from every data node");
+        computes.push(
+            cluster
+                .compute_client(index, SHARD_CALL_TIMEOUT * 2)
+                .expect("a compute node"),
+        );
+    }
+    computes[0]
+        .create_table("data", "id")
+        .await
+        .expect("create table data");
+    (cluster, computes)
+}
+
+fn start_with_compute(
+    test: &str,
+    n_nodes: usize,
+    n_shards: usize,
+    n_compute: usize,
+) -> (LocalCluster, Instant) {
     let dir = runs_dir().join(format!("{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let spec = LocalClusterSpec {
@@ -202,7 +259,7 @@ fn start_processes(test: &str, n_nodes: usize, n_shards: usize) -> (LocalCluster
         dir,
         n_nodes,
         n_shards,
-        n_compute: 0,
+        n_compute,
         compute_args: Vec::new(),
         ports: Ports::Free,
         node_args: Vec::new(),
@@ -570,6 +627,88 @@ impl History {
             path.display(),
             report.witness
         );
+    }
+}
+
+impl History {
+    /// The history of a scenario on compute nodes `c0..c<n>`.
+    fn for_compute(test: &'static str, n_compute: usize) -> Self {
+        let names: Vec<String> = (0..n_compute).map(|i| format!("c{i}")).collect();
+        Self {
+            test,
+            started: Instant::now(),
+            header: json!({"helios_history": 1, "workload": test, "seed": 0, "nodes": names}),
+            events: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `sql` (which writes `value` to row `id`) through compute node `node` as client
+    /// `process`: `ok`, `fail` or `info` (unknown; the process is retired).
+    async fn sql_write(
+        &self,
+        process: &mut u64,
+        computes: &[ComputeClient],
+        node: usize,
+        id: i64,
+        value: i64,
+        sql: &str,
+    ) {
+        let op =
+            json!({"process": *process, "f": "write", "key": format!("data/{id}"), "value": value});
+        self.push(with(&op, "type", json!("invoke")));
+        let result = computes[node].execute(sql).await;
+        let mut completion = op;
+        match &result {
+            Ok(_) => {
+                completion["type"] = json!("ok");
+                completion["node"] = json!(format!("c{node}"));
+            }
+            Err(error) => {
+                let unknown = error.outcome_is_unknown();
+                completion["type"] = json!(if unknown { "info" } else { "fail" });
+                completion["error"] = json!(error.to_string());
+                if unknown {
+                    *process += 1;
+                }
+            }
+        }
+        self.push(completion);
+        if let Err(error) = result {
+            panic!("{sql} through c{node}: {error}");
+        }
+    }
+
+    /// `SELECT value FROM data WHERE id = <id>` through compute node `node` as client
+    /// `process`; the value read.
+    async fn sql_read(
+        &self,
+        process: u64,
+        computes: &[ComputeClient],
+        node: usize,
+        id: i64,
+    ) -> i64 {
+        let key = format!("data/{id}");
+        let op = json!({"process": process, "f": "read", "key": key, "value": null});
+        self.push(with(&op, "type", json!("invoke")));
+        let result = computes[node]
+            .query(&format!("SELECT value FROM data WHERE id = {id}"))
+            .await;
+        let mut completion = op;
+        match &result {
+            Ok(rows) => {
+                completion["type"] = json!("ok");
+                completion["value"] = json!(rows.rows.first().map(|row| row.get::<i64>("value")));
+                completion["node"] = json!(format!("c{node}"));
+            }
+            Err(error) => {
+                completion["type"] = json!("fail");
+                completion["error"] = json!(error.to_string());
+            }
+        }
+        self.push(completion);
+        let rows = result.unwrap_or_else(|error| panic!("read row {id} through c{node}: {error}"));
+        assert_eq!(rows.rows.len(), 1, "row {id} through c{node}");
+        rows.rows[0].get::<i64>("value")
     }
 }
 
@@ -1539,6 +1678,112 @@ async fn rep_005_failover_completes_within_acceptable_time() {
             .await
             .unwrap_or_else(|error| panic!("read {key}: {error}"));
         assert_eq!(value.as_deref(), Some(expected.as_str()), "{key}");
+    }
+    stop_cluster(cluster);
+    history.save_and_check();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real processes, ~2 s; cargo test --test seed_on_processes -- --ignored"]
+async fn cache_001_compute_node_cache_invalidated_on_write() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    // Setup: storage_nodes(2), compute_nodes(2); table data with row 1.
+    let (cluster, computes) = start_compute("cache-001", 2, 2).await;
+    let history = History::for_compute("cache-001", computes.len());
+    let mut writer = 0;
+    history
+        .sql_write(
+            &mut writer,
+            &computes,
+            0,
+            1,
+            1,
+            "INSERT INTO data (id, value) VALUES (1, 1)",
+        )
+        .await;
+
+    // Read from compute-0 (caches data).
+    assert_eq!(history.sql_read(READER, &computes, 0, 1).await, 1);
+    assert!(computes[0].cache_contains(1).await.expect("cache_contains"));
+    // Write via compute-1.
+    history
+        .sql_write(
+            &mut writer,
+            &computes,
+            1,
+            1,
+            999,
+            "UPDATE data SET value = 999 WHERE id = 1",
+        )
+        .await;
+    // compute-0's cache is invalidated once the update is acknowledged, and after the seed's
+    // 100 ms.
+    assert!(!computes[0].cache_contains(1).await.expect("cache_contains"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!computes[0].cache_contains(1).await.expect("cache_contains"));
+    // The next read fetches fresh data.
+    assert_eq!(history.sql_read(READER, &computes, 0, 1).await, 999);
+    stop_cluster(cluster);
+    history.save_and_check();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real processes, ~2 s; cargo test --test seed_on_processes -- --ignored"]
+async fn cache_002_cache_coherent_across_all_compute_nodes() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    // Setup: storage_nodes(1), compute_nodes(5); table data with row 100.
+    let (cluster, computes) = start_compute("cache-002", 1, 5).await;
+    let history = History::for_compute("cache-002", computes.len());
+    let mut writer = 0;
+    history
+        .sql_write(
+            &mut writer,
+            &computes,
+            0,
+            100,
+            1,
+            "INSERT INTO data (id, value) VALUES (100, 1)",
+        )
+        .await;
+
+    // All compute nodes read the same key (and cache it).
+    for i in 0..computes.len() {
+        assert_eq!(
+            history.sql_read(READER + i as u64, &computes, i, 100).await,
+            1
+        );
+        assert!(computes[i]
+            .cache_contains(100)
+            .await
+            .expect("cache_contains"));
+    }
+    // Update via compute-0.
+    history
+        .sql_write(
+            &mut writer,
+            &computes,
+            0,
+            100,
+            777,
+            "UPDATE data SET value = 777 WHERE id = 100",
+        )
+        .await;
+    // No compute node caches the row once the update is acknowledged, nor after the seed's
+    // 200 ms; each reads the new value.
+    for pass in [Duration::ZERO, Duration::from_millis(200)] {
+        tokio::time::sleep(pass).await;
+        for (i, compute) in computes.iter().enumerate() {
+            assert!(
+                !compute.cache_contains(100).await.expect("cache_contains"),
+                "Compute-{i} cache not invalidated"
+            );
+        }
+    }
+    for i in 0..computes.len() {
+        assert_eq!(
+            history.sql_read(READER + i as u64, &computes, i, 100).await,
+            777
+        );
     }
     stop_cluster(cluster);
     history.save_and_check();

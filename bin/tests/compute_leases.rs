@@ -1,0 +1,254 @@
+//! Compute nodes as real `helios node --role compute` processes over replicated shards of
+//! processes: a write through one compute node removes the row from every other node's cache
+//! before it is acknowledged, through the shards' cache leases; a compute node that ignores
+//! invalidations (the deliberately broken mode) serves a stale row; a killed compute node holds
+//! writes only until its lease ends; a failover keeps cached rows fresh.
+//!
+//! One cluster at a time (a lock): the machine has two cores. Every cluster is killed on drop,
+//! and its nodes are started with `--exit-with-parent`.
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use helios_cluster::process::{
+    compute_process, member_process, ComputeClient, LocalCluster, LocalClusterSpec, Ports,
+};
+
+/// Any wait for the cluster to do something: generous, for a loaded two-core machine.
+const BOUND: Duration = Duration::from_secs(15);
+
+static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn run<F: std::future::Future>(scenario: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(scenario)
+}
+
+/// A cluster of one metadata node, `n_shards` shards and `n_compute` compute nodes, each
+/// holding its leases, with table `data` keyed by `id`; dropped before its directory.
+struct Cluster {
+    cluster: LocalCluster,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn start(n_shards: usize, n_compute: usize, compute_args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cluster = LocalCluster::start(LocalClusterSpec {
+            binary: env!("CARGO_BIN_EXE_helios").into(),
+            dir: dir.path().to_path_buf(),
+            n_nodes: 1,
+            n_shards,
+            n_compute,
+            compute_args: compute_args.iter().map(|arg| arg.to_string()).collect(),
+            ports: Ports::Free,
+            node_args: Vec::new(),
+            rust_log: Some("info,openraft=warn".to_string()),
+            exit_with_parent: true,
+        })
+        .expect("processes start");
+        cluster
+            .wait_for_leader(&[], BOUND)
+            .await
+            .expect("a metadata leader");
+        for shard in 0..n_shards {
+            cluster
+                .wait_for_primary(shard, BOUND)
+                .await
+                .expect("a primary");
+        }
+        for index in cluster.compute_nodes() {
+            cluster
+                .wait_for_cache(index, BOUND)
+                .await
+                .expect("leases from every data node");
+        }
+        let this = Self { cluster, _dir: dir };
+        this.compute(0)
+            .create_table("data", "id")
+            .await
+            .expect("table created");
+        this
+    }
+
+    fn compute(&self, index: u32) -> ComputeClient {
+        self.cluster
+            .compute_client(index, Duration::from_secs(10))
+            .expect("a compute node")
+    }
+}
+
+async fn value_of(compute: &ComputeClient, id: i64) -> i64 {
+    let result = compute
+        .query(&format!("SELECT value FROM data WHERE id = {id}"))
+        .await
+        .expect("read");
+    assert_eq!(result.rows.len(), 1, "row {id} through {}", compute.addr());
+    result.rows[0].get::<i64>("value")
+}
+
+/// Reads row `id` through compute node `reader` (caching it), updates it through `writer`,
+/// and returns what `reader` says right after the update was acknowledged: whether it still
+/// caches the row, and the value it reads.
+async fn read_update_read(cluster: &Cluster, reader: u32, writer: u32, id: i64) -> (bool, i64) {
+    let reader = cluster.compute(reader);
+    assert_eq!(value_of(&reader, id).await, 1);
+    assert!(
+        reader.cache_contains(id).await.expect("status"),
+        "a point read through a node with its leases caches the row"
+    );
+    cluster
+        .compute(writer)
+        .execute(&format!("UPDATE data SET value = 999 WHERE id = {id}"))
+        .await
+        .expect("update");
+    let cached = reader.cache_contains(id).await.expect("status");
+    (cached, value_of(&reader, id).await)
+}
+
+#[test]
+fn a_write_through_one_compute_node_leaves_no_stale_row_in_another() {
+    let _serial = serial();
+    run(async {
+        let cluster = Cluster::start(2, 2, &[]).await;
+        cluster
+            .compute(0)
+            .execute("INSERT INTO data (id, value) VALUES (1, 1), (2, 1)")
+            .await
+            .expect("insert");
+        // No sleep: the update is acknowledged only after the other node dropped the row.
+        let (cached, value) = read_update_read(&cluster, 0, 1, 1).await;
+        assert!(!cached, "compute-0 still caches row 1 after the update");
+        assert_eq!(value, 999);
+        let status = cluster.compute(0).status().await.expect("status");
+        assert!(status.invalidations > 0);
+        assert_eq!(status.cache_drops, 0, "no lease lapsed in a quiet cluster");
+    });
+}
+
+#[test]
+fn a_compute_node_that_ignores_invalidations_serves_a_stale_row() {
+    let _serial = serial();
+    run(async {
+        let cluster = Cluster::start(1, 2, &["--unsafe-skip-invalidation"]).await;
+        cluster
+            .compute(0)
+            .execute("INSERT INTO data (id, value) VALUES (1, 1)")
+            .await
+            .expect("insert");
+        let (cached, value) = read_update_read(&cluster, 0, 1, 1).await;
+        assert!(cached, "the broken mode keeps the row");
+        assert_eq!(
+            value, 1,
+            "the broken mode serves the row the update replaced"
+        );
+    });
+}
+
+#[test]
+fn a_killed_compute_node_holds_writes_only_until_its_lease_ends_and_restarts_fresh() {
+    let _serial = serial();
+    run(async {
+        let mut cluster = Cluster::start(1, 2, &[]).await;
+        let writer = cluster.compute(0);
+        writer
+            .execute("INSERT INTO data (id, value) VALUES (1, 1)")
+            .await
+            .expect("insert");
+        let reader = cluster.compute(1);
+        assert_eq!(value_of(&reader, 1).await, 1);
+        cluster.cluster.kill(compute_process(1)).expect("kill");
+        let started = Instant::now();
+        writer
+            .execute("UPDATE data SET value = 2 WHERE id = 1")
+            .await
+            .expect("a write with a dead compute node");
+        let held = started.elapsed();
+        // The members' lease is 500 ms; the write waits for it at most once.
+        assert!(held < Duration::from_secs(2), "write held {held:?}");
+        let started = Instant::now();
+        writer
+            .execute("UPDATE data SET value = 3 WHERE id = 1")
+            .await
+            .expect("a second write");
+        assert!(
+            started.elapsed() < held.max(Duration::from_millis(300)),
+            "once the lease ended, writes no longer wait for the dead node"
+        );
+        cluster
+            .cluster
+            .restart(compute_process(1))
+            .expect("restart");
+        cluster
+            .cluster
+            .wait_for_cache(1, BOUND)
+            .await
+            .expect("the restarted node renews its leases");
+        assert_eq!(value_of(&cluster.compute(1), 1).await, 3);
+    });
+}
+
+#[test]
+fn after_a_failover_a_cached_row_is_never_older_than_the_new_primary_write() {
+    let _serial = serial();
+    run(async {
+        let mut cluster = Cluster::start(1, 2, &[]).await;
+        let reader = cluster.compute(0);
+        let writer = cluster.compute(1);
+        writer
+            .execute("INSERT INTO data (id, value) VALUES (1, 1)")
+            .await
+            .expect("insert");
+        assert_eq!(value_of(&reader, 1).await, 1);
+        assert!(reader.cache_contains(1).await.expect("status"));
+        let primary = cluster
+            .cluster
+            .wait_for_primary(0, BOUND)
+            .await
+            .expect("primary");
+        cluster.cluster.kill(member_process(primary)).expect("kill");
+        // The write retries until the mirror took over (about 250 ms of silence).
+        writer
+            .execute("UPDATE data SET value = 2 WHERE id = 1")
+            .await
+            .expect("a write after the failover");
+        let new_primary = cluster
+            .cluster
+            .wait_for_primary(0, BOUND)
+            .await
+            .expect("new primary");
+        assert_ne!(new_primary, primary);
+        assert_eq!(value_of(&reader, 1).await, 2);
+        // With one data member down, the reader's lease from it ends (500 ms after its last
+        // renewal), and then it serves the shard from storage only.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let status = reader.status().await.expect("status");
+            if status.cacheable_shards.is_empty() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{status:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        cluster
+            .cluster
+            .restart(member_process(primary))
+            .expect("restart");
+        cluster
+            .cluster
+            .wait_for_cache(0, BOUND)
+            .await
+            .expect("leases again from both data nodes");
+        assert_eq!(value_of(&reader, 1).await, 2);
+    });
+}
