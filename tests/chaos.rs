@@ -27,10 +27,14 @@
 //! `HELIOS_CHAOS_SKIP_IMAGE_BUILD` is set; `HELIOS_CHAOS_NO_DOCKER` skips the Docker half. Runs
 //! are kept in `target/chaos-runs/<scenario>-<target>/` (or `$HELIOS_CHAOS_STORE`).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::{helios_binary, repository, run_bounded, BUILD_BOUND};
 
 use helios_checker::check::{check_file, CheckOptions, Report};
 use helios_checker::Verdict;
@@ -54,8 +58,6 @@ use helios_workload::RunConfig;
 const RTO_FLOOR_MS: f64 = 10_000.0;
 /// The RTO goal reported for every fault: the seed's election floor.
 const RTO_GOAL_MS: f64 = 3_000.0;
-/// The bound on building the binary or the image.
-const BUILD_BOUND: Duration = Duration::from_secs(40 * 60);
 
 static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -64,56 +66,6 @@ fn serial() -> MutexGuard<'static, ()> {
     ONE_CLUSTER_AT_A_TIME
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn repository() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Runs `command` to completion within `bound`; panics with its name if it fails.
-fn run_bounded(mut command: Command, what: &str, bound: Duration) {
-    let mut child = command
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|error| panic!("{what}: cannot start: {error}"));
-    let deadline = Instant::now() + bound;
-    loop {
-        match child.try_wait().expect("wait for a child") {
-            Some(status) => {
-                assert!(status.success(), "{what}: {status}");
-                return;
-            }
-            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{what}: not done within {bound:?}");
-            }
-        }
-    }
-}
-
-/// The `helios` binary the node processes run: a release build, as the timings of five debug
-/// builds on two cores would measure the build rather than Raft. Built once per suite.
-fn helios_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        if let Some(path) = std::env::var_os("HELIOS_BIN") {
-            return PathBuf::from(path);
-        }
-        // This test runs from target/<profile>/deps/.
-        let exe = std::env::current_exe().expect("the test's own path");
-        let target_dir = exe
-            .ancestors()
-            .nth(3)
-            .expect("target/<profile>/deps/<test>");
-        let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        build
-            .current_dir(repository())
-            .args(["build", "--release", "-p", "helios"]);
-        run_bounded(build, "cargo build --release -p helios", BUILD_BOUND);
-        target_dir.join("release").join("helios")
-    })
 }
 
 /// Whether the Docker half runs: the engine answers, and the image is built (once per suite).
@@ -494,6 +446,8 @@ fn shard_starter(target: Target, shards: usize) -> StartReplicaTarget {
                 project: format!("helios-chaos-shards-{}", std::process::id()),
                 image: "helios:local".to_owned(),
                 shard_ports: pick_free_ports(3 * shards).expect("free ports"),
+                compute_ports: Vec::new(),
+                metadata_network: None,
             };
             Box::pin(async move {
                 let startup = Duration::from_secs(60);

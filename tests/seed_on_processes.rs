@@ -79,11 +79,14 @@
 //! - The histories name compute nodes `c0`, `c1`, ...; every read and write of row `id` is a
 //!   register `data/<id>`.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use common::{helios_binary, repository};
 use std::time::{Duration, Instant};
 
 use helios_cluster::process::{
@@ -102,8 +105,6 @@ const REPLICATION_BOUND: Duration = Duration::from_secs(1);
 const HEAL_BOUND: Duration = Duration::from_secs(2);
 /// How long RAFT-004 watches the minority for a leader once the old lease has lapsed.
 const MINORITY_WATCH: Duration = Duration::from_secs(1);
-/// The bound on building the binary.
-const BUILD_BOUND: Duration = Duration::from_secs(40 * 60);
 /// How long the nodes may take to stop at the end (SIGTERM, then SIGKILL).
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -132,58 +133,9 @@ const READER: u64 = 1_000_000;
 /// One cluster at a time: the election timings measure Raft, not five clusters on two cores.
 static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn repository() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// Where the clusters and histories go.
 fn runs_dir() -> PathBuf {
     repository().join("target/seed-on-processes")
-}
-
-/// Runs `command` to completion within `bound`; panics with its name if it fails.
-fn run_bounded(mut command: Command, what: &str, bound: Duration) {
-    let mut child = command
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|error| panic!("{what}: cannot start: {error}"));
-    let deadline = Instant::now() + bound;
-    loop {
-        match child.try_wait().expect("wait for a child") {
-            Some(status) => {
-                assert!(status.success(), "{what}: {status}");
-                return;
-            }
-            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{what}: not done within {bound:?}");
-            }
-        }
-    }
-}
-
-/// The `helios` binary the nodes run: `HELIOS_BIN`, else a release build (built once).
-fn helios_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        if let Some(path) = std::env::var_os("HELIOS_BIN") {
-            return PathBuf::from(path);
-        }
-        // This test runs from target/<profile>/deps/.
-        let exe = std::env::current_exe().expect("the test's own path");
-        let target_dir = exe
-            .ancestors()
-            .nth(3)
-            .expect("target/<profile>/deps/<test>");
-        let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        build
-            .current_dir(repository())
-            .args(["build", "--release", "-p", "helios"]);
-        run_bounded(build, "cargo build --release -p helios", BUILD_BOUND);
-        target_dir.join("release").join("helios")
-    })
 }
 
 /// Starts `n_nodes` metadata processes for `test` in a fresh directory. Dropping the cluster
