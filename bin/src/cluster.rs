@@ -12,7 +12,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use helios_cluster::process::{
     stop_all, AdminClient, ClusterManifest, ComputeClient, DockerCluster, DockerShards,
     LocalCluster, LocalClusterSpec, ManifestNode, NodeStatus, Ports, ProcessState, ShardClient,
-    StopOutcome, DOCKER_NODES, DOCKER_SHARDS,
+    StopOutcome, DOCKER_COMPUTE, DOCKER_NODES, DOCKER_SHARDS,
 };
 
 use crate::docker::{container_state, prepare_image, state_of, DockerManifest, IMAGE};
@@ -211,9 +211,15 @@ async fn up_docker(args: UpArgs) -> anyhow::Result<i32> {
     if args.nodes != DOCKER_NODES {
         bail!("--target docker starts the {DOCKER_NODES} nodes of docker/docker-compose.yml");
     }
-    if args.compute.is_some_and(|n| n > 0) {
-        bail!("--target docker has no compute nodes yet; they run with --target local");
-    }
+    let n_compute = match args.compute {
+        Some(n) if n > DOCKER_COMPUTE => {
+            bail!("--target docker has at most the {DOCKER_COMPUTE} compute nodes of docker/docker-compose.yml")
+        }
+        Some(n) if n > 0 && args.shards == 0 => bail!("compute nodes need --shards 1 or more"),
+        Some(n) => n,
+        None if args.shards == 0 => 0,
+        None => DOCKER_COMPUTE,
+    };
     if args.shards > DOCKER_SHARDS {
         bail!(
             "--target docker has at most the {DOCKER_SHARDS} shards of docker/docker-compose.yml"
@@ -234,6 +240,9 @@ async fn up_docker(args: UpArgs) -> anyhow::Result<i32> {
         ports: (0..DOCKER_NODES as u16).map(|i| base + i).collect(),
         shard_ports: (0..3 * args.shards as u16)
             .map(|m| shard_base + m)
+            .collect(),
+        compute_ports: (0..n_compute as u16)
+            .map(|c| shard_base + 3 * DOCKER_SHARDS as u16 + c)
             .collect(),
     };
     let cluster = DockerCluster::up(manifest.spec(&args.dir))?;
@@ -298,6 +307,30 @@ async fn up_docker(args: UpArgs) -> anyhow::Result<i32> {
                     }
                 }
             }
+            for (c, addr) in shards.compute_addresses().into_iter().enumerate() {
+                let client = ComputeClient::new(addr.clone(), Duration::from_secs(1));
+                let leased = loop {
+                    if let Ok(status) = client.status().await {
+                        if status.cacheable_shards.len() == shards.shard_count() {
+                            break true;
+                        }
+                    }
+                    if std::time::Instant::now() >= deadline {
+                        break false;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                };
+                let container = shards.compute_container(c);
+                if !leased {
+                    eprintln!(
+                        "helios cluster up: compute-{c} holds no lease from every data node \
+                         within {} s; logs: docker logs {container}",
+                        args.wait_secs
+                    );
+                    return Ok(1);
+                }
+                println!("compute-{c} container {container} on {addr}: holds its cache leases");
+            }
             Some(shards)
         }
         None => None,
@@ -335,19 +368,25 @@ fn node_name(node: &ManifestNode) -> String {
     }
 }
 
-/// Prints a line per compute node; whether each answered and may serve every shard from its
-/// cache.
-async fn compute_statuses(manifest: &ClusterManifest) -> bool {
-    let n_shards = manifest
+/// The compute nodes of a local cluster as [`compute_statuses`] takes them.
+fn local_computes(manifest: &ClusterManifest) -> Vec<(String, String, String)> {
+    manifest
         .nodes
         .iter()
-        .filter_map(|n| n.shard_member.map(|m| m.shard + 1))
-        .max()
-        .unwrap_or(0);
+        .filter(|n| n.compute.is_some())
+        .map(|node| {
+            let state = format!("pid {} {:?}", node.pid, node.process_state());
+            (node_name(node), node.addr.clone(), state)
+        })
+        .collect()
+}
+
+/// Prints a line per compute node, given as (name, address, process state); whether each
+/// answered and may serve every one of the `n_shards` shards from its cache.
+async fn compute_statuses(computes: &[(String, String, String)], n_shards: usize) -> bool {
     let mut healthy = true;
-    for node in manifest.nodes.iter().filter(|n| n.compute.is_some()) {
-        let process = node.process_state();
-        let client = ComputeClient::new(node.addr.clone(), Duration::from_secs(2));
+    for (name, addr, state) in computes {
+        let client = ComputeClient::new(addr.clone(), Duration::from_secs(2));
         let line = match client.status().await {
             Ok(s) => {
                 let leased = s.cacheable_shards.len() == n_shards;
@@ -366,13 +405,7 @@ async fn compute_statuses(manifest: &ClusterManifest) -> bool {
                 format!("no answer: {error}")
             }
         };
-        println!(
-            "{:<24} pid {:<8} {:<10} {:<21} {line}",
-            node_name(node),
-            node.pid,
-            format!("{process:?}"),
-            node.addr
-        );
+        println!("{name:<22} {addr:<21} {line} ({state})");
     }
     healthy
 }
@@ -503,7 +536,18 @@ async fn status_docker(dir: &std::path::Path, manifest: &DockerManifest) -> anyh
         }
     );
     if let Some(spec) = manifest.shards_spec(dir) {
-        healthy &= shard_statuses_docker(&DockerShards::attach(spec)).await;
+        let shards = DockerShards::attach(spec);
+        healthy &= shard_statuses_docker(&shards).await;
+        let computes: Vec<(String, String, String)> = shards
+            .compute_addresses()
+            .into_iter()
+            .enumerate()
+            .map(|(c, addr)| {
+                let state = state_of(&shards.compute_container(c));
+                (format!("compute-{c}"), addr, state)
+            })
+            .collect();
+        healthy &= compute_statuses(&computes, shards.shard_count()).await;
     }
     Ok(if healthy && !leaders.is_empty() { 0 } else { 1 })
 }
@@ -582,7 +626,13 @@ async fn status(args: DirArgs) -> anyhow::Result<i32> {
         .cloned()
         .partition(|node| node.shard_member.is_some());
     let mut healthy = member_statuses(&members).await;
-    healthy &= compute_statuses(&manifest).await;
+    let n_shards = manifest
+        .nodes
+        .iter()
+        .filter_map(|n| n.shard_member.map(|m| m.shard + 1))
+        .max()
+        .unwrap_or(0);
+    healthy &= compute_statuses(&local_computes(&manifest), n_shards).await;
     for node in metadata.clone() {
         queries.spawn(async move {
             let status = AdminClient::new(node.addr.clone())

@@ -113,6 +113,10 @@ pub struct DockerManifest {
     /// written before the shards ran in Docker).
     #[serde(default)]
     pub shard_ports: Vec<u16>,
+    /// The host port of compute node `c`, index `c` (none in a manifest written before the
+    /// compute nodes ran in Docker).
+    #[serde(default)]
+    pub compute_ports: Vec<u16>,
 }
 
 impl DockerManifest {
@@ -159,6 +163,8 @@ impl DockerManifest {
             project: format!("{}-shards", self.project),
             image: self.image.clone(),
             shard_ports: self.shard_ports.clone(),
+            compute_ports: self.compute_ports.clone(),
+            metadata_network: Some(format!("{}-net", self.project)),
         })
     }
 }

@@ -1,5 +1,5 @@
-//! `helios sql`: statements against a compute node of a local cluster (`helios cluster up`),
-//! printed as rows. Glue over `helios_cluster::process::ComputeClient`.
+//! `helios sql`: statements against a compute node of a cluster that `helios cluster up` started
+//! (processes or Docker), printed as rows. Glue over `helios_cluster::process::ComputeClient`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,6 +7,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Args;
 use helios_cluster::process::{compute_process, ClusterManifest, ComputeClient};
+
+use crate::docker::DockerManifest;
 
 #[derive(Debug, Args)]
 pub struct SqlArgs {
@@ -24,15 +26,23 @@ pub struct SqlArgs {
 }
 
 pub fn run(args: SqlArgs) -> anyhow::Result<i32> {
-    let manifest = ClusterManifest::load(&args.dir)?;
-    let Some(node) = manifest.node(compute_process(args.compute)) else {
+    let addr = match DockerManifest::load(&args.dir)? {
+        Some(docker) => docker
+            .compute_ports
+            .get(args.compute as usize)
+            .map(|port| format!("127.0.0.1:{port}")),
+        None => ClusterManifest::load(&args.dir)?
+            .node(compute_process(args.compute))
+            .map(|node| node.addr.clone()),
+    };
+    let Some(addr) = addr else {
         bail!(
             "{}: the cluster has no compute-{}",
             args.dir.display(),
             args.compute
         );
     };
-    let client = ComputeClient::new(node.addr.clone(), Duration::from_secs(10));
+    let client = ComputeClient::new(addr, Duration::from_secs(10));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -5,7 +5,9 @@
 //! `docker pause`/`unpause`. Isolations are not Docker's: they go through the members' peer
 //! filters (see [`ShardClient::block_peers`]), so clients keep reaching an isolated member.
 //!
-//! A cluster runs the first `n` shards of the compose file in a compose project of its own.
+//! A cluster runs the first `n` shards of the compose file in a compose project of its own,
+//! with the compose file's compute nodes (`c0`, `c1`) if asked, which it also connects to the
+//! metadata group's network (where table schemas live).
 //! Every `docker` and `docker-compose` command is bounded, as in [`super::DockerCluster`];
 //! dropping the cluster removes its containers and network unless it was detached.
 
@@ -21,8 +23,11 @@ use crate::metadata::NodeId;
 /// The number of replicated shards `docker/docker-compose.yml` defines (members `s0..s8`).
 pub const DOCKER_SHARDS: usize = 3;
 
-/// The compose profile of the shard members.
-const PROFILE: &str = "shards";
+/// The number of compute nodes `docker/docker-compose.yml` defines (`c0`, `c1`).
+pub const DOCKER_COMPUTE: usize = 2;
+
+/// The compose profiles of the shard members and of the compute nodes.
+const PROFILES: [&str; 2] = ["shards", "compute"];
 
 /// What to start.
 #[derive(Clone, Debug)]
@@ -36,6 +41,11 @@ pub struct DockerShardsSpec {
     /// The host port (on 127.0.0.1) of member `m`, index `m`: three per shard, so `3n` ports
     /// start the first `n` shards.
     pub shard_ports: Vec<u16>,
+    /// The host port of compute node `c`, index `c`: one per compute node to start (at most
+    /// [`DOCKER_COMPUTE`]).
+    pub compute_ports: Vec<u16>,
+    /// The metadata group's network, which the compute nodes join; compute nodes need it.
+    pub metadata_network: Option<String>,
 }
 
 /// Running shard members in containers.
@@ -61,6 +71,17 @@ impl DockerShards {
                  shards (the compose file has {DOCKER_SHARDS})"
             )));
         }
+        if spec.compute_ports.len() > DOCKER_COMPUTE {
+            return Err(DockerError::Spec(format!(
+                "{} compute ports given; the compose file has {DOCKER_COMPUTE} compute nodes",
+                spec.compute_ports.len()
+            )));
+        }
+        if !spec.compute_ports.is_empty() && spec.metadata_network.is_none() {
+            return Err(DockerError::Spec(
+                "compute nodes need the metadata group's network".to_owned(),
+            ));
+        }
         let cluster = DockerShards {
             spec,
             paused: BTreeSet::new(),
@@ -69,10 +90,16 @@ impl DockerShards {
         };
         // A project left over by a run that was killed would hold the names.
         let _ = cluster.compose(&["down", "--volumes", "--timeout", "1"]);
-        let services: Vec<String> = cluster.members().map(Self::service).collect();
+        let mut services: Vec<String> = cluster.members().map(Self::service).collect();
+        services.extend((0..cluster.spec.compute_ports.len()).map(|c| format!("c{c}")));
         let mut args = vec!["up", "-d", "--no-build"];
         args.extend(services.iter().map(String::as_str));
         cluster.compose(&args)?;
+        if let Some(network) = &cluster.spec.metadata_network {
+            for c in 0..cluster.spec.compute_ports.len() {
+                cluster.docker(&["network", "connect", network, &cluster.compute_container(c)])?;
+            }
+        }
         Ok(cluster)
     }
 
@@ -95,12 +122,26 @@ impl DockerShards {
         for (member, port) in self.spec.shard_ports.iter().enumerate() {
             env.push((format!("HELIOS_SHARD_PORT_{member}"), port.to_string()));
         }
+        for (c, port) in self.spec.compute_ports.iter().enumerate() {
+            env.push((format!("HELIOS_COMPUTE_PORT_{c}"), port.to_string()));
+        }
+        // The compute nodes use the data nodes of the shards that run.
+        let storage = self
+            .members()
+            .filter(|member| member % 3 != 2)
+            .map(|member| format!("{}.{member}={}:7000", member / 3, Self::service(member)))
+            .collect::<Vec<_>>()
+            .join(",");
+        env.push(("HELIOS_COMPUTE_STORAGE".to_string(), storage));
         env
     }
 
     fn compose(&self, args: &[&str]) -> Result<String, DockerError> {
         let file = self.spec.compose_file.display().to_string();
-        let mut all = vec!["-f", &file, "-p", &self.spec.project, "--profile", PROFILE];
+        let mut all = vec!["-f", &file, "-p", &self.spec.project];
+        for profile in PROFILES {
+            all.extend(["--profile", profile]);
+        }
         all.extend_from_slice(args);
         run_bounded("docker-compose", &all, &self.env(), COMPOSE_BOUND)
     }
@@ -130,6 +171,20 @@ impl DockerShards {
     /// Member `member`'s container name.
     pub fn container(&self, member: NodeId) -> String {
         format!("{}-s{member}", self.spec.project)
+    }
+
+    /// Compute node `c`'s container name.
+    pub fn compute_container(&self, c: usize) -> String {
+        format!("{}-c{c}", self.spec.project)
+    }
+
+    /// Every compute node's address as clients reach it (the published port on 127.0.0.1).
+    pub fn compute_addresses(&self) -> Vec<String> {
+        self.spec
+            .compute_ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect()
     }
 
     /// Member `member`'s service name, which its peers resolve.
@@ -263,6 +318,8 @@ mod tests {
             project: "helios-test".to_owned(),
             image: "helios:local".to_owned(),
             shard_ports: (0..n_ports as u16).map(|i| 7200 + i).collect(),
+            compute_ports: Vec::new(),
+            metadata_network: None,
         }
     }
 
@@ -271,6 +328,19 @@ mod tests {
         for n in [0, 4, 12] {
             let error = DockerShards::up(spec(n)).expect_err("a bad spec");
             assert!(matches!(error, DockerError::Spec(_)), "{n}: {error}");
+        }
+        let too_many = DockerShardsSpec {
+            compute_ports: vec![7300, 7301, 7302],
+            metadata_network: Some("helios-net".to_owned()),
+            ..spec(3)
+        };
+        let no_network = DockerShardsSpec {
+            compute_ports: vec![7300],
+            ..spec(3)
+        };
+        for bad in [too_many, no_network] {
+            let error = DockerShards::up(bad).expect_err("a bad spec");
+            assert!(matches!(error, DockerError::Spec(_)), "{error}");
         }
     }
 

@@ -34,7 +34,7 @@ pub use docker_cluster::{
     build_image, docker_available, run_bounded, DockerCluster, DockerClusterSpec, DockerError,
     COMPOSE_BOUND, CONTAINER_PORT, DOCKER_COMMAND_BOUND, DOCKER_NODES, SPARE_NODE,
 };
-pub use docker_shards::{DockerShards, DockerShardsSpec, DOCKER_SHARDS};
+pub use docker_shards::{DockerShards, DockerShardsSpec, DOCKER_COMPUTE, DOCKER_SHARDS};
 pub use local_cluster::{
     compute_process, member_process, pick_free_ports, LocalCluster, LocalClusterError,
     LocalClusterSpec, Ports, COMPUTE_PROCESS_BASE, SHARD_PROCESS_BASE,
