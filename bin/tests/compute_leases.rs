@@ -42,7 +42,9 @@ struct Cluster {
 }
 
 impl Cluster {
-    async fn start(n_shards: usize, n_compute: usize, compute_args: &[&str]) -> Self {
+    /// One metadata node, `n_shards` shards and `n_compute` compute nodes; waits for every
+    /// shard's primary.
+    async fn spawn(n_shards: usize, n_compute: usize, compute_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let cluster = LocalCluster::start(LocalClusterSpec {
             binary: env!("CARGO_BIN_EXE_helios").into(),
@@ -57,23 +59,28 @@ impl Cluster {
             exit_with_parent: true,
         })
         .expect("processes start");
-        cluster
-            .wait_for_leader(&[], BOUND)
-            .await
-            .expect("a metadata leader");
         for shard in 0..n_shards {
             cluster
                 .wait_for_primary(shard, BOUND)
                 .await
                 .expect("a primary");
         }
-        for index in cluster.compute_nodes() {
-            cluster
+        Self { cluster, _dir: dir }
+    }
+
+    /// [`Self::spawn`], then a metadata leader, every compute node's leases, and table `data`.
+    async fn start(n_shards: usize, n_compute: usize, compute_args: &[&str]) -> Self {
+        let this = Self::spawn(n_shards, n_compute, compute_args).await;
+        this.cluster
+            .wait_for_leader(&[], BOUND)
+            .await
+            .expect("a metadata leader");
+        for index in this.cluster.compute_nodes() {
+            this.cluster
                 .wait_for_cache(index, BOUND)
                 .await
                 .expect("leases from every data node");
         }
-        let this = Self { cluster, _dir: dir };
         this.compute(0)
             .create_table("data", "id")
             .await
@@ -250,5 +257,117 @@ fn after_a_failover_a_cached_row_is_never_older_than_the_new_primary_write() {
             .await
             .expect("leases again from both data nodes");
         assert_eq!(value_of(&reader, 1).await, 2);
+    });
+}
+
+fn micros(elapsed: Duration) -> u64 {
+    u64::try_from(elapsed.as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+fn print_line(name: &str, histogram: &hdrhistogram::Histogram<u64>) {
+    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "{name:<52} n={:<6} p50={:>7.3} ms  p99={:>7.3} ms",
+        histogram.len(),
+        ms(0.5),
+        ms(0.99)
+    );
+}
+
+/// Figures between processes (not a check):
+/// `HELIOS_CACHE_WRITES=2000 cargo test --release -p helios --test compute_leases -- --ignored --nocapture figures`.
+///
+/// One shard, three compute nodes: rows written through c0 while c1 and c2 cache them. Per
+/// write: its latency through c0; a read of the row through c1 right after (it misses: the
+/// write removed the row before it was acknowledged) and again (a hit); and, from the shard's
+/// primary, the delivery of each invalidation (commit index past the entry to the compute
+/// node's acknowledgement). Beside them, the same number of writes straight to the shard
+/// (`ShardClient`, no compute node) on a cluster without compute nodes, which is what the
+/// leases add to a write.
+#[test]
+#[ignore = "figures, not a check: real processes, about 10 s per 1,000 writes"]
+fn figures() {
+    let writes: usize = std::env::var("HELIOS_CACHE_WRITES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1000);
+    let _serial = serial();
+    let histogram = || hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+    run(async {
+        let cluster = Cluster::start(1, 3, &[]).await;
+        let (writer, reader, other) = (cluster.compute(0), cluster.compute(1), cluster.compute(2));
+        let rows = 100;
+        for id in 0..rows {
+            writer
+                .execute(&format!("INSERT INTO data (id, value) VALUES ({id}, 0)"))
+                .await
+                .expect("insert");
+        }
+        let (mut write, mut miss, mut hit) = (histogram(), histogram(), histogram());
+        for i in 0..writes {
+            let id = (i % rows) as i64;
+            for compute in [&reader, &other] {
+                value_of(compute, id).await;
+            }
+            let started = Instant::now();
+            writer
+                .execute(&format!("UPDATE data SET value = {i} WHERE id = {id}"))
+                .await
+                .expect("update");
+            write.record(micros(started.elapsed())).expect("record");
+            for histogram in [&mut miss, &mut hit] {
+                let started = Instant::now();
+                assert_eq!(value_of(&reader, id).await, i as i64);
+                histogram.record(micros(started.elapsed())).expect("record");
+            }
+        }
+        let primary = cluster
+            .cluster
+            .wait_for_primary(0, BOUND)
+            .await
+            .expect("primary");
+        let status = cluster
+            .cluster
+            .shard_client(Duration::from_secs(2))
+            .status(0, primary)
+            .await
+            .expect("status");
+        let compute_status = reader.status().await.expect("status");
+        println!("== {writes} writes, one shard, three compute nodes (two caching every row)");
+        print_line("write through c0 (with two cache leases)", &write);
+        print_line("read through c1 right after the write (miss)", &miss);
+        print_line("read through c1 again (cache hit)", &hit);
+        if let Some(delivery) = status.invalidation_delivery {
+            println!(
+                "{:<52} n={:<6} p50={:>7.3} ms  p99={:>7.3} ms  max={:.3} ms",
+                "invalidation: commit -> compute node acknowledged",
+                delivery.n,
+                delivery.p50_us as f64 / 1000.0,
+                delivery.p99_us as f64 / 1000.0,
+                delivery.max_us as f64 / 1000.0
+            );
+        }
+        println!("c1: {compute_status:?}");
+        drop(cluster);
+
+        let bare = Cluster::spawn(1, 0, &[]).await;
+        let client = bare.cluster.shard_client(Duration::from_secs(5));
+        let primary = bare
+            .cluster
+            .wait_for_primary(0, BOUND)
+            .await
+            .expect("primary");
+        let mut raw = histogram();
+        for i in 0..writes {
+            let started = Instant::now();
+            client
+                .write_at(0, primary, format!("k{}", i % rows).as_bytes(), b"v")
+                .await
+                .expect("write");
+            raw.record(micros(started.elapsed())).expect("record");
+        }
+        print_line("write straight to the shard, no compute node", &raw);
     });
 }

@@ -1,7 +1,8 @@
 //! The row cache of one compute node: committed rows by (table, shard key), bounded, with the
-//! seq of the last invalidation applied so that a fill can tell whether it raced a write.
+//! seq of the last invalidation applied to each recent key so that a fill can tell whether it
+//! raced a write of its own key.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use crate::sql::{Row, SqlValue};
@@ -13,7 +14,17 @@ struct CacheState {
     applied_seq: u64,
     /// How many times the whole cache was dropped (lag, a missed sync, a partition).
     n_drops: u64,
+    /// The seq of the last invalidation applied to each key, for keys invalidated since
+    /// `forgotten_below`; bounded by [`RECENT_KEYS`].
+    recent: HashMap<(String, SqlValue), u64>,
+    /// Invalidations up to this seq are no longer in `recent`, so a fill stamped before it
+    /// cannot tell whether it raced one.
+    forgotten_below: u64,
 }
+
+/// Most keys whose last invalidation the cache remembers; past it, it forgets them all, and
+/// only fills stamped before that moment are refused for it.
+const RECENT_KEYS: usize = 65_536;
 
 /// What a reader notes before it reads storage, so its fill can tell whether it raced an
 /// invalidation or a drop of the whole cache.
@@ -98,12 +109,19 @@ impl RowCache {
         self.lock().n_drops
     }
 
-    /// Caches a row read from storage, unless an invalidation was applied or the cache was
-    /// dropped since `stamp_before_read` was taken: that invalidation may be for this key and
-    /// newer than the row read. An invalidation not yet applied removes the row when it is.
+    /// Caches a row read from storage, unless an invalidation of this key was applied, or the
+    /// cache was dropped, since `stamp_before_read` was taken: that invalidation may be newer
+    /// than the row read. Invalidations of other keys do not matter. An invalidation not yet
+    /// applied removes the row when it is.
     pub fn fill(&self, table: &str, key: &SqlValue, row: Row, stamp_before_read: CacheStamp) {
         let mut state = self.lock();
-        if state.applied_seq != stamp_before_read.applied_seq
+        let entry = (table.to_string(), key.clone());
+        let raced = state
+            .recent
+            .get(&entry)
+            .is_some_and(|&seq| seq > stamp_before_read.applied_seq);
+        if raced
+            || stamp_before_read.applied_seq < state.forgotten_below
             || state.n_drops != stamp_before_read.n_drops
         {
             return;
@@ -111,16 +129,23 @@ impl RowCache {
         if state.rows.len() >= self.capacity {
             state.rows.pop_first();
         }
-        state.rows.insert((table.to_string(), key.clone()), row);
+        state.rows.insert(entry, row);
     }
 
     /// Applies invalidation `seq`: removes the row (unless `skip`, the unsafe mode).
     pub fn apply_invalidation(&self, seq: u64, table: &str, key: &SqlValue, skip: bool) {
         let mut state = self.lock();
+        let entry = (table.to_string(), key.clone());
         if !skip {
-            state.rows.remove(&(table.to_string(), key.clone()));
+            state.rows.remove(&entry);
         }
         state.applied_seq = state.applied_seq.max(seq);
+        if state.recent.len() >= RECENT_KEYS && !state.recent.contains_key(&entry) {
+            state.recent.clear();
+            state.forgotten_below = state.applied_seq;
+        }
+        let applied = state.applied_seq;
+        state.recent.insert(entry, applied);
     }
 
     /// Drops every row: the node may have missed invalidations.
@@ -152,6 +177,29 @@ mod tests {
         assert!(!cache.contains_key(&SqlValue::Int(1)));
         cache.fill("t", &SqlValue::Int(1), row(2), cache.stamp());
         assert_eq!(cache.get("t", &SqlValue::Int(1)), Some(row(2)));
+    }
+
+    #[test]
+    fn a_fill_is_refused_only_for_its_own_key_and_while_the_cache_remembers() {
+        let cache = RowCache::new(8);
+        let before = cache.stamp();
+        cache.apply_invalidation(1, "t", &SqlValue::Int(2), false);
+        cache.fill("t", &SqlValue::Int(1), row(1), before);
+        assert!(
+            cache.contains_key(&SqlValue::Int(1)),
+            "another key's invalidation does not refuse the fill"
+        );
+        cache.fill("t", &SqlValue::Int(2), row(2), before);
+        assert!(!cache.contains_key(&SqlValue::Int(2)));
+        // Past the bound, every fill stamped before the cache forgot is refused.
+        let before = cache.stamp();
+        for key in 0..RECENT_KEYS as i64 + 1 {
+            cache.apply_invalidation(2 + key as u64, "u", &SqlValue::Int(key), false);
+        }
+        cache.fill("t", &SqlValue::Int(3), row(3), before);
+        assert!(!cache.contains_key(&SqlValue::Int(3)));
+        cache.fill("t", &SqlValue::Int(3), row(3), cache.stamp());
+        assert!(cache.contains_key(&SqlValue::Int(3)));
     }
 
     #[test]

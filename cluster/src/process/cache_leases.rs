@@ -21,11 +21,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use hdrhistogram::Histogram;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::compute_protocol::{ComputeReply, ComputeRequest, Invalidation, Lease, LeaseId};
+use super::shard_protocol::LatencySummary;
 use crate::metadata::NodeId;
 use crate::net::tcp::{self, FrameOptions, FramedConnection};
 use crate::net::tcp_transport::resolve;
@@ -66,8 +68,16 @@ struct Subscriber {
     until: Instant,
     /// Every entry up to here was delivered and acknowledged.
     acked: LogIndex,
-    queue: mpsc::UnboundedSender<(LogIndex, Vec<Vec<u8>>)>,
+    queue: mpsc::UnboundedSender<Batch>,
     task: JoinHandle<()>,
+}
+
+/// Keys published together: every entry up to `through`, published at `at`.
+#[derive(Debug)]
+struct Batch {
+    through: LogIndex,
+    keys: Vec<Vec<u8>>,
+    at: Instant,
 }
 
 #[derive(Debug)]
@@ -91,6 +101,8 @@ pub(crate) struct CacheLeases {
     inner: Mutex<Inner>,
     /// Woken on every acknowledgement, publication and subscription change.
     changed: Notify,
+    /// Publication to acknowledgement, per delivery and subscriber, in microseconds.
+    delivery: Mutex<Histogram<u64>>,
 }
 
 impl CacheLeases {
@@ -114,6 +126,9 @@ impl CacheLeases {
                 subscribers: BTreeMap::new(),
             }),
             changed: Notify::new(),
+            delivery: Mutex::new(
+                Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds"),
+            ),
         })
     }
 
@@ -195,7 +210,11 @@ impl CacheLeases {
             let live = sub.until > now;
             if live {
                 // The receiver lives as long as the task, which ends only with the subscriber.
-                let _ = sub.queue.send((through, keys.clone()));
+                let _ = sub.queue.send(Batch {
+                    through,
+                    keys: keys.clone(),
+                    at: now,
+                });
             } else {
                 sub.task.abort();
             }
@@ -221,7 +240,25 @@ impl CacheLeases {
             .collect()
     }
 
-    fn acknowledged(&self, compute: u32, lease: LeaseId, through: LogIndex) {
+    /// Quantiles of the delivery latency so far.
+    pub(crate) fn delivery(&self) -> Option<LatencySummary> {
+        let histogram = self
+            .delivery
+            .lock()
+            .expect("delivery histogram lock poisoned: a panic happened while it was held");
+        (!histogram.is_empty()).then(|| LatencySummary {
+            n: histogram.len(),
+            p50_us: histogram.value_at_quantile(0.5),
+            p99_us: histogram.value_at_quantile(0.99),
+            max_us: histogram.max(),
+        })
+    }
+
+    fn acknowledged(&self, compute: u32, lease: LeaseId, through: LogIndex, published: Instant) {
+        let micros = u64::try_from(published.elapsed().as_micros()).unwrap_or(u64::MAX);
+        if let Ok(mut histogram) = self.delivery.lock() {
+            histogram.saturating_record(micros.max(1));
+        }
         let mut inner = self.inner();
         if let Some(sub) = inner.subscribers.get_mut(&compute) {
             if sub.lease == lease {
@@ -293,16 +330,21 @@ async fn deliver(
     compute: u32,
     lease: LeaseId,
     addr: String,
-    mut batches: mpsc::UnboundedReceiver<(LogIndex, Vec<Vec<u8>>)>,
+    mut batches: mpsc::UnboundedReceiver<Batch>,
 ) {
     type Connection = FramedConnection<ComputeRequest, ComputeReply>;
     let frames = leases.options.frames.clone();
     let mut connection: Option<Connection> = None;
-    while let Some((mut through, mut keys)) = batches.recv().await {
-        // Everything queued meanwhile goes in the same delivery.
-        while let Ok((more_through, more_keys)) = batches.try_recv() {
-            through = more_through;
-            keys.extend(more_keys);
+    while let Some(Batch {
+        mut through,
+        mut keys,
+        at,
+    }) = batches.recv().await
+    {
+        // Everything queued meanwhile goes in the same delivery (timed from the first).
+        while let Ok(more) = batches.try_recv() {
+            through = more.through;
+            keys.extend(more.keys);
         }
         keys.sort_unstable();
         keys.dedup();
@@ -330,7 +372,7 @@ async fn deliver(
             if let Some(open) = connection.as_mut() {
                 match tcp::call(open, &request).await {
                     Ok(ComputeReply::Invalidated) => {
-                        leases.acknowledged(compute, lease, through);
+                        leases.acknowledged(compute, lease, through, at);
                         break;
                     }
                     Ok(_) | Err(_) => connection = None,

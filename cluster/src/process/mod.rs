@@ -49,5 +49,5 @@ pub use protocol::{
 };
 pub use server::{InitPolicy, NodeConfig, NodeServer, NodeServerError};
 pub use shard_client::{MemberAddrs, ShardClient};
-pub use shard_protocol::MemberStatus;
+pub use shard_protocol::{LatencySummary, MemberStatus};
 pub use shard_server::{MemberConfig, MemberRole, MemberServer, MemberServerError};

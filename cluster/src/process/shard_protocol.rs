@@ -146,4 +146,21 @@ pub struct MemberStatus {
     pub blocked_peers: Vec<NodeId>,
     /// The compute nodes holding a live cache lease from it, in id order.
     pub cache_subscribers: Vec<u32>,
+    /// How long its invalidations took, from the commit index passing an entry to a compute
+    /// node's acknowledgement, per delivery and subscriber, since the member started (`None`
+    /// before the first).
+    pub invalidation_delivery: Option<LatencySummary>,
+}
+
+/// Quantiles of a latency, in microseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatencySummary {
+    /// How many were measured.
+    pub n: u64,
+    /// The median.
+    pub p50_us: u64,
+    /// The 99th percentile.
+    pub p99_us: u64,
+    /// The largest.
+    pub max_us: u64,
 }

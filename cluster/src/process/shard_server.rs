@@ -516,6 +516,7 @@ fn status(shared: &Shared) -> MemberStatus {
             .as_ref()
             .map(|leases| leases.live_subscribers())
             .unwrap_or_default(),
+        invalidation_delivery: shared.leases.as_ref().and_then(|leases| leases.delivery()),
     }
 }
 
