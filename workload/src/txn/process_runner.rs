@@ -5,7 +5,8 @@
 //! between processes exactly as it does in process.
 //!
 //! Phases: the processes start and the run waits (bounded) for a metadata leader, a primary per
-//! shard and every compute node's cache leases; the table is created through compute node 0;
+//! shard and every compute node's cache leases; the table is created through compute node 0,
+//! which then reads every key once, unrecorded, until the shards serve (see [`warm_up`]);
 //! clients run for `time`, writers through node 0 and readers through the others, while the
 //! nemesis faults during the fault phase; the healed phase follows. Then every fault is undone
 //! and fresh processes read every key through every reader node.
@@ -254,6 +255,7 @@ async fn prepare(
         nodes.push(ProcessComputeNode::new(index, client));
     }
     create_table(&nodes[0]).await?;
+    warm_up(&nodes[0], config.key_count).await?;
     let mut names: Vec<String> = nodes
         .iter()
         .map(|node| compute_node_name(node.index()))
@@ -261,6 +263,26 @@ async fn prepare(
     names.extend((0..3 * cluster.shard_count() as u64).map(replica_node_name));
     names.extend((0..cluster.ids().len() as u64).map(node_name));
     Ok((nodes, names))
+}
+
+/// Reads every key of the workload once through `node`, unrecorded, retrying within the
+/// startup bound. A data member exposes nothing for one cache lease after it starts (its
+/// earlier incarnation's leases may still run), so without this the history's first operations
+/// would all wait out that quiet period, which is startup, not the cache at work.
+async fn warm_up(node: &ProcessComputeNode, key_count: usize) -> Result<(), WorkloadError> {
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    for key in 0..key_count {
+        let select = format!("SELECT v FROM {CACHE_TABLE} WHERE id = {key}");
+        while let Err(error) = node.client().query(&select).await {
+            if Instant::now() >= deadline {
+                return Err(WorkloadError::TaskFailed(format!(
+                    "warm-up read of key {key} through compute node 0: {error}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
 }
 
 /// Creates the cache table (keyed by `id`) through `node`, retrying within the startup bound:
