@@ -119,7 +119,8 @@ pub struct RunArgs {
     #[arg(long)]
     rate: Option<f64>,
     /// The number of cluster nodes: metadata nodes for register (default 5), storage nodes at
-    /// start for set (default 3, with 3 metadata nodes).
+    /// start for set (default 3, with 3 metadata nodes), shard member processes for cache on
+    /// processes (a multiple of 3, default 6: two shards).
     #[arg(long)]
     nodes: Option<usize>,
     /// A deliberately broken mode, as a test aid for the checker.
@@ -138,9 +139,10 @@ pub struct RunArgs {
     /// Print results.json to stdout instead of the human summary.
     #[arg(long)]
     json: bool,
-    /// The cluster to drive (register workload): embedded (in this process), processes
-    /// (`helios node` processes on 127.0.0.1 started for the run, with real faults), or docker
-    /// (five containers, faulted with docker kill/pause/network disconnect).
+    /// The cluster to drive (register workload; cache on embedded or processes): embedded (in
+    /// this process), processes (`helios node` processes on 127.0.0.1 started for the run, with
+    /// real faults), or docker (five containers, faulted with docker kill/pause/network
+    /// disconnect).
     #[arg(long, value_enum, default_value = "embedded")]
     target: target::Target,
 }
@@ -149,14 +151,15 @@ pub struct RunArgs {
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     init_tracing();
     check_workload(&args)?;
+    // The compute workloads choose their own target: the cache workload runs on processes too.
+    if let Some(workload) = helios_workload::txn::TxnWorkload::parse(&args.workload) {
+        return txn::run_txn(&args, workload);
+    }
     if args.target != target::Target::Embedded {
         return target::run_on_target(&args, args.target);
     }
     if args.workload == "set" {
         return set::run_set(&args);
-    }
-    if let Some(workload) = helios_workload::txn::TxnWorkload::parse(&args.workload) {
-        return txn::run_txn(&args, workload);
     }
     if replicated::wants_replication(&args) {
         return replicated::run_replicated(&args);

@@ -1,23 +1,54 @@
 //! `helios run --workload list-append|rw-register|bank|cache`: the compute workloads, with
 //! faults on compute, storage and metadata nodes, judged by the checkers the history's header
-//! selects (isolation, bank, cache with linearizability, and timing).
+//! selects (isolation, bank, cache with linearizability, and timing). The cache workload also
+//! runs against compute node processes (`--target processes`), judged the same way.
 
 use std::fmt::Write;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use helios_checker::check::{check_file, CheckOptions, Report};
 use helios_checker::Verdict;
-use helios_workload::txn::{TxnNemesisKind, TxnRunConfig, TxnRunOutcome, TxnUnsafe, TxnWorkload};
+use helios_workload::txn::process_nemesis::parse_process_nemesis;
+use helios_workload::txn::{
+    run_cache_on_processes, CacheProcessSpec, TxnNemesisKind, TxnRunConfig, TxnRunOutcome,
+    TxnUnsafe, TxnWorkload,
+};
 use serde_json::json;
 
 use super::summary::{write_faults, write_operations};
+use super::target::{Target, NODE_LOG_FILTER};
 use super::{conclude, drive_with_progress, random_seed, RunArgs, UnsafeMode};
 
-/// Runs a compute workload, checks it, writes the outputs and prints the summary; returns the
-/// exit code.
+/// The shard member processes of a cache run on processes, unless `--nodes` says otherwise:
+/// two shards.
+const DEFAULT_MEMBER_PROCESSES: usize = 6;
+
+/// Runs a compute workload on the embedded cluster, or the cache workload on processes; checks
+/// it, writes the outputs and prints the summary; returns the exit code.
 pub fn run_txn(args: &RunArgs, workload: TxnWorkload) -> anyhow::Result<i32> {
+    let processes = match args.target {
+        Target::Embedded => None,
+        Target::Processes if workload == TxnWorkload::Cache => Some(process_spec(args)?),
+        Target::Processes => bail!(
+            "--target processes runs the cache workload only: {} transactions run in process \
+             only (--target embedded)",
+            workload.as_str()
+        ),
+        Target::Docker => bail!(
+            "--target docker runs the register workload only: {} runs in process only \
+             (--target embedded)",
+            workload.as_str()
+        ),
+    };
     let config = txn_config(args, workload)?;
-    eprintln!("helios run: seed {}", config.seed);
+    let where_ = match &processes {
+        Some(spec) => format!(
+            " against {} compute node, {} shard and {} metadata processes",
+            config.compute_nodes, spec.shards, spec.metadata_nodes
+        ),
+        None => String::new(),
+    };
+    eprintln!("helios run: seed {}{where_}", config.seed);
     let modes = config.unsafe_modes.names();
     if !modes.is_empty() {
         eprintln!(
@@ -27,25 +58,54 @@ pub fn run_txn(args: &RunArgs, workload: TxnWorkload) -> anyhow::Result<i32> {
         );
     }
     let outcome = drive_with_progress(args, config.time, |progress| {
-        let config = config.clone();
-        async move { helios_workload::txn::run_txn(&config, progress).await }
+        let (config, processes) = (config.clone(), processes.clone());
+        async move {
+            match processes {
+                Some(spec) => run_cache_on_processes(&config, &spec, progress).await,
+                None => helios_workload::txn::run_txn(&config, progress).await,
+            }
+        }
     })
     .with_context(|| format!("{} run with seed {} failed", workload.as_str(), config.seed))?;
-    report_txn(args, &config, &outcome)
+    report_txn(args, &config, processes.as_ref(), &outcome)
+}
+
+/// The processes of a cache run: three metadata nodes, `--nodes / 3` shards, this binary.
+fn process_spec(args: &RunArgs) -> anyhow::Result<CacheProcessSpec> {
+    let members = args.nodes.unwrap_or(DEFAULT_MEMBER_PROCESSES);
+    if members == 0 || !members.is_multiple_of(3) {
+        bail!(
+            "--nodes {members}: on processes the cache workload's shards have three member \
+             processes each (two data nodes and a witness), so --nodes must be a positive \
+             multiple of 3"
+        );
+    }
+    let binary = std::env::current_exe().context("cannot find the helios binary")?;
+    Ok(CacheProcessSpec {
+        rust_log: Some(NODE_LOG_FILTER.to_owned()),
+        ..CacheProcessSpec::new(binary, members / 3)
+    })
 }
 
 fn txn_config(args: &RunArgs, workload: TxnWorkload) -> anyhow::Result<TxnRunConfig> {
     let defaults = TxnRunConfig::new(workload);
+    let on_processes = args.target == Target::Processes;
     let nemesis = match &args.nemesis {
+        _ if on_processes => parse_process_nemesis(args.nemesis.as_deref())?,
         Some(list) => TxnNemesisKind::parse_list(list)?,
         None => defaults.nemesis.clone(),
+    };
+    let storage_nodes = match args.nodes {
+        // On processes `--nodes` counts shard members; the field does not apply.
+        Some(nodes) if !on_processes => nodes,
+        _ => defaults.storage_nodes,
     };
     let config = TxnRunConfig {
         nemesis,
         time: args.time,
         concurrency: args.concurrency,
         seed: args.seed.unwrap_or_else(random_seed),
-        storage_nodes: args.nodes.unwrap_or(defaults.storage_nodes),
+        storage_nodes,
         op_timeout: args.op_timeout.unwrap_or(defaults.op_timeout),
         rate: args.rate.unwrap_or(defaults.rate),
         store_dir: args.store.clone(),
@@ -64,6 +124,7 @@ fn txn_config(args: &RunArgs, workload: TxnWorkload) -> anyhow::Result<TxnRunCon
 fn report_txn(
     args: &RunArgs,
     config: &TxnRunConfig,
+    processes: Option<&CacheProcessSpec>,
     outcome: &TxnRunOutcome,
 ) -> anyhow::Result<i32> {
     let options = CheckOptions {
@@ -81,7 +142,7 @@ fn report_txn(
         Verdict::Invalid
     };
     let verdict = check.verdict.combine(liveness);
-    let results = results_json(config, outcome, &check, liveness, verdict);
+    let results = results_json(config, processes, outcome, &check, liveness, verdict);
     conclude(
         args,
         config.seed,
@@ -89,12 +150,13 @@ fn report_txn(
         verdict,
         &results,
         &check,
-        || human_summary(config, outcome, &check, liveness, verdict),
+        || human_summary(config, processes, outcome, &check, liveness, verdict),
     )
 }
 
 fn results_json(
     config: &TxnRunConfig,
+    processes: Option<&CacheProcessSpec>,
     outcome: &TxnRunOutcome,
     check: &Report,
     liveness: Verdict,
@@ -105,11 +167,14 @@ fn results_json(
         "verdict": verdict,
         "config": {
             "workload": config.workload.as_str(),
+            "target": if processes.is_some() { "processes" } else { "embedded" },
+            "shards": processes.map(|spec| spec.shards),
+            "metadata_nodes": processes.map(|spec| spec.metadata_nodes),
             "nemesis": config.nemesis.iter().map(|kind| kind.as_str()).collect::<Vec<_>>(),
             "time_ms": config.time.as_millis() as u64,
             "healed_phase_ms": config.healed_phase().as_millis() as u64,
             "concurrency": config.concurrency,
-            "storage_nodes": config.storage_nodes,
+            "storage_nodes": processes.map_or(config.storage_nodes, |spec| 3 * spec.shards),
             "compute_nodes": config.compute_nodes,
             "unsafe": config.unsafe_modes.names(),
             "op_timeout_ms": config.op_timeout.as_millis() as u64,
@@ -130,6 +195,7 @@ fn results_json(
 
 fn human_summary(
     config: &TxnRunConfig,
+    processes: Option<&CacheProcessSpec>,
     outcome: &TxnRunOutcome,
     check: &Report,
     liveness: Verdict,
@@ -138,17 +204,34 @@ fn human_summary(
     let mut text = String::new();
     let nemesis: Vec<&str> = config.nemesis.iter().map(|kind| kind.as_str()).collect();
     let modes = config.unsafe_modes.names();
+    let nodes = match processes {
+        Some(spec) => format!(
+            "{} compute node processes over {} shards (3 member processes each) and {} metadata \
+             processes",
+            config.compute_nodes, spec.shards, spec.metadata_nodes
+        ),
+        None => format!(
+            "{} compute, {} storage nodes",
+            config.compute_nodes, config.storage_nodes
+        ),
+    };
     let _ = writeln!(
         text,
-        "helios run: {} with seed {}: {} compute, {} storage nodes, {} clients, {:.1} s, nemesis {}{}",
+        "helios run: {} with seed {}: {nodes}, {} clients, {:.1} s, nemesis {}{}",
         config.workload.as_str(),
         config.seed,
-        config.compute_nodes,
-        config.storage_nodes,
         config.concurrency,
         config.time.as_secs_f64(),
-        if nemesis.is_empty() { "none".to_owned() } else { nemesis.join(",") },
-        if modes.is_empty() { String::new() } else { format!(", UNSAFE {}", modes.join(",")) },
+        if nemesis.is_empty() {
+            "none".to_owned()
+        } else {
+            nemesis.join(",")
+        },
+        if modes.is_empty() {
+            String::new()
+        } else {
+            format!(", UNSAFE {}", modes.join(","))
+        },
     );
     let _ = writeln!(text, "history: {}", outcome.history_path.display());
     let _ = writeln!(

@@ -1,5 +1,6 @@
 //! Runs one compute-workload operation through a compute node, in SQL, and records its
-//! invocation and completion.
+//! invocation and completion. Cache operations need only single statements, so they run on any
+//! [`SqlNode`] (an in-process compute node or a compute node process) through the same code.
 //!
 //! Outcomes follow Jepsen. A transaction that failed before its commit began never committed:
 //! its writes are intents that a rollback, or recovery from the metadata service (no decision
@@ -27,6 +28,7 @@ use helios_cluster::QueryResult;
 use serde_json::{json, Value};
 
 use super::generator::{MicroOp, TxnOp};
+use super::sql_node::{SqlNode, StatementError};
 use crate::history::{EventDraft, EventType, Function, Process};
 use crate::recorder::Recorder;
 
@@ -106,6 +108,42 @@ pub async fn execute_txn_op(
     op_timeout: Duration,
     accounts: i64,
 ) -> TxnCompletion {
+    let name = node.name();
+    record_op(
+        recorder,
+        &name,
+        process,
+        op,
+        op_timeout,
+        run(node, op, accounts),
+    )
+    .await
+}
+
+/// Records the invocation of cache operation `op` (a [`TxnOp::CacheWrite`] or
+/// [`TxnOp::CacheRead`]) by `process`, runs it on `node` within `op_timeout`, and records its
+/// completion: the same path, SQL and history for an in-process node and a node process.
+pub async fn execute_cache_op<N: SqlNode>(
+    recorder: &Recorder,
+    node: &N,
+    process: Process,
+    op: &TxnOp,
+    op_timeout: Duration,
+) -> TxnCompletion {
+    let name = node.name();
+    record_op(recorder, &name, process, op, op_timeout, cache_op(node, op)).await
+}
+
+/// Records the invocation, awaits `result` within `op_timeout`, and records the completion,
+/// naming `node` when it is `ok`.
+async fn record_op(
+    recorder: &Recorder,
+    node: &str,
+    process: Process,
+    op: &TxnOp,
+    op_timeout: Duration,
+    result: impl std::future::Future<Output = Result<Value, OpError>>,
+) -> TxnCompletion {
     let (f, key, invoke_value) = invocation(op);
     recorder.record(EventDraft {
         event_type: EventType::Invoke,
@@ -123,7 +161,7 @@ pub async fn execute_txn_op(
         TxnOp::ReadBalances | TxnOp::CacheRead { .. } => true,
         TxnOp::Transfer { .. } | TxnOp::CacheWrite { .. } => false,
     };
-    let result = tokio::time::timeout(op_timeout, run(node, op, accounts)).await;
+    let result = tokio::time::timeout(op_timeout, result).await;
     let completion = match result {
         Ok(Ok(value)) => TxnCompletion::ok(value),
         Ok(Err(OpError::Failed(error))) => {
@@ -151,7 +189,7 @@ pub async fn execute_txn_op(
         f,
         key,
         value: completion.value.clone(),
-        node: (completion.event_type == EventType::Ok).then(|| node.name()),
+        node: (completion.event_type == EventType::Ok).then(|| node.to_owned()),
         error: completion.error.clone(),
     });
     completion
@@ -186,33 +224,41 @@ async fn run(node: &ComputeNode, op: &TxnOp, accounts: i64) -> Result<Value, OpE
                 other => other,
             })
         }
+        TxnOp::CacheWrite { .. } | TxnOp::CacheRead { .. } => cache_op(node, op).await,
+    }
+}
+
+/// Runs a cache write (an upsert of `v`) or a cache read (a point select) on `node`.
+async fn cache_op<N: SqlNode>(node: &N, op: &TxnOp) -> Result<Value, OpError> {
+    match op {
         TxnOp::CacheWrite { key, value } => {
             upsert(node, CACHE_TABLE, *key, &value.to_string()).await?;
             Ok(json!(value))
         }
         TxnOp::CacheRead { key } => {
             let result = node
-                .query(&format!("SELECT v FROM {CACHE_TABLE} WHERE id = {key}"))
+                .statement(&format!("SELECT v FROM {CACHE_TABLE} WHERE id = {key}"))
                 .await
                 .map_err(|error| OpError::Failed(error.to_string()))?;
             Ok(first_value(&result).map_or(Value::Null, sql_to_json))
         }
+        other => panic!("not a cache operation: {other:?}"),
     }
 }
 
 /// Sets `v` of row `key` outside a transaction, creating the row when it is missing.
-async fn upsert(node: &ComputeNode, table: &str, key: i64, value: &str) -> Result<(), OpError> {
+async fn upsert<N: SqlNode>(node: &N, table: &str, key: i64, value: &str) -> Result<(), OpError> {
     let update = format!("UPDATE {table} SET v = {value} WHERE id = {key}");
-    let updated = node.execute(&update).await.map_err(statement_error)?;
+    let updated = node.statement(&update).await.map_err(statement_error)?;
     if updated.rows_affected > 0 {
         return Ok(());
     }
     let insert = format!("INSERT INTO {table} (id, v) VALUES ({key}, {value})");
-    match node.execute(&insert).await {
+    match node.statement(&insert).await {
         Ok(_) => Ok(()),
         // Another writer created the row meanwhile: write over it.
-        Err(error) if is_duplicate(&error) => {
-            node.execute(&update).await.map_err(statement_error)?;
+        Err(error) if error.message.contains("duplicate") => {
+            node.statement(&update).await.map_err(statement_error)?;
             Ok(())
         }
         Err(error) => Err(statement_error(error)),
@@ -220,11 +266,11 @@ async fn upsert(node: &ComputeNode, table: &str, key: i64, value: &str) -> Resul
 }
 
 /// An error of one statement outside a transaction: unknown when the write may have happened.
-fn statement_error(error: ComputeError) -> OpError {
-    if error.outcome_is_unknown() {
-        OpError::Unknown(error.to_string())
+fn statement_error(error: StatementError) -> OpError {
+    if error.outcome_unknown {
+        OpError::Unknown(error.message)
     } else {
-        OpError::Failed(error.to_string())
+        OpError::Failed(error.message)
     }
 }
 

@@ -1,14 +1,19 @@
 //! The compute workloads (list-append, rw-register, bank, cache): clients run SQL through
 //! compute nodes while the nemesis kills, pauses and partitions compute, storage and metadata
-//! nodes.
+//! nodes. The cache workload also runs against compute node processes ([`process_runner`]).
 
 pub mod client;
 pub mod config;
 pub mod generator;
 pub mod nemesis;
+pub mod process_nemesis;
+pub mod process_runner;
 pub mod runner;
 pub mod schedule;
+pub mod sql_node;
 
 pub use config::{TxnRunConfig, TxnUnsafe, TxnWorkload};
+pub use process_runner::{run_cache_on_processes, CacheProcessSpec};
 pub use runner::{run_txn, TxnHistoryHeader, TxnRunOutcome};
 pub use schedule::TxnNemesisKind;
+pub use sql_node::{ProcessComputeNode, SqlNode, StatementError};

@@ -66,7 +66,8 @@ pub fn metadata_names(cluster: &TestCluster) -> Vec<String> {
         .collect()
 }
 
-fn record(recorder: &Recorder, f: Function, value: Value) {
+/// Records a nemesis event.
+pub(super) fn record(recorder: &Recorder, f: Function, value: Value) {
     recorder.record(EventDraft::nemesis(f, value));
 }
 

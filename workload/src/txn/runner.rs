@@ -20,7 +20,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use super::client::{execute_txn_op, ACCOUNTS_TABLE, CACHE_TABLE, LISTS_TABLE, REGISTERS_TABLE};
+use super::client::{
+    execute_txn_op, TxnCompletion, ACCOUNTS_TABLE, CACHE_TABLE, LISTS_TABLE, REGISTERS_TABLE,
+};
 use super::config::{TxnRunConfig, TxnWorkload};
 use super::generator::{self, CacheRole, KeyPool, TxnOp};
 use super::nemesis::{
@@ -82,14 +84,28 @@ pub struct TxnRunOutcome {
     pub wall_time: Duration,
 }
 
-/// What every client of a run shares.
+/// What every client of a run shares, whatever runs the compute nodes.
 #[derive(Clone)]
-struct Context {
-    cluster: Arc<TestCluster>,
-    recorder: Arc<Recorder>,
-    pool: Arc<KeyPool>,
-    config: Arc<TxnRunConfig>,
-    progress: Arc<RunProgress>,
+pub(super) struct ClientShared {
+    pub(super) recorder: Arc<Recorder>,
+    pub(super) pool: Arc<KeyPool>,
+    pub(super) config: Arc<TxnRunConfig>,
+    pub(super) progress: Arc<RunProgress>,
+}
+
+impl ClientShared {
+    pub(super) fn new(
+        config: &TxnRunConfig,
+        recorder: &Arc<Recorder>,
+        progress: &Arc<RunProgress>,
+    ) -> Self {
+        ClientShared {
+            recorder: Arc::clone(recorder),
+            pool: KeyPool::new(config.key_count, config.max_writes_per_key),
+            config: Arc::new(config.clone()),
+            progress: Arc::clone(progress),
+        }
+    }
 }
 
 /// Carries out one run; see the module docs for its phases.
@@ -158,13 +174,7 @@ async fn drive(
         Instant::now(),
     )?);
     let start = recorder.start();
-    let context = Context {
-        cluster: Arc::clone(cluster),
-        recorder: Arc::clone(&recorder),
-        pool: KeyPool::new(config.key_count, config.max_writes_per_key),
-        config: Arc::new(config.clone()),
-        progress: Arc::clone(&progress),
-    };
+    let shared = ClientShared::new(config, &recorder, &progress);
     let plan = config.plan();
     let n_faults_planned = plan.len();
     tracing::info!(
@@ -178,36 +188,41 @@ async fn drive(
         start,
         Arc::clone(&progress),
     ));
-    let deadline = start + config.time;
-    let healed_from = start + config.fault_phase();
-    let clients: Vec<_> = (0..config.concurrency)
-        .map(|index| {
-            let rng = stream(config.seed, 1 + index as u64);
-            tokio::spawn(run_client(
-                context.clone(),
-                index,
-                rng,
-                deadline,
-                healed_from,
-            ))
-        })
-        .collect();
-    let (mut last_process, mut n_ok_healed) = (0, 0);
-    for client in clients {
-        let (process, ok_healed) = client
-            .await
-            .map_err(|error| WorkloadError::TaskFailed(error.to_string()))?;
-        last_process = last_process.max(process);
-        n_ok_healed += ok_healed;
-    }
+    let (last_process, n_ok_healed) = run_clients(&shared, |index| {
+        let node = cluster.compute_nodes()[config.compute_node_of(index)].clone();
+        let (recorder, config) = (Arc::clone(&recorder), Arc::clone(&shared.config));
+        move |process, op: TxnOp| {
+            let (node, recorder, config) =
+                (node.clone(), Arc::clone(&recorder), Arc::clone(&config));
+            async move {
+                let accounts = config.accounts as i64;
+                execute_txn_op(&recorder, &node, process, &op, config.op_timeout, accounts).await
+            }
+        }
+    })
+    .await?;
     let nemesis_result = nemesis
         .await
         .map_err(|error| WorkloadError::TaskFailed(error.to_string()))?;
     heal_everything(cluster).await;
     let nemesis = nemesis_result?;
     tracing::info!(n_ok_healed, "compute run: healed; final reads");
-    let final_reads = final_reads(&context, last_process + 1).await;
-    drop(context);
+    let computes = cluster.compute_nodes();
+    let final_reads = final_reads(
+        config,
+        computes.len(),
+        last_process + 1,
+        |node, process, op| {
+            let node = computes[node].clone();
+            let recorder = Arc::clone(&recorder);
+            async move {
+                let accounts = config.accounts as i64;
+                execute_txn_op(&recorder, &node, process, &op, config.op_timeout, accounts).await
+            }
+        },
+    )
+    .await;
+    drop(shared);
     let recorder = Arc::into_inner(recorder)
         .expect("every client and the nemesis have finished, so the recorder has one owner");
     let events = recorder.finish()?;
@@ -248,10 +263,17 @@ async fn prepare_tables(config: &TxnRunConfig, cluster: &TestCluster) -> Result<
     Ok(())
 }
 
+/// The header of the embedded cluster's run.
 fn header(config: &TxnRunConfig, cluster: &TestCluster) -> TxnHistoryHeader {
     let mut nodes: Vec<String> = cluster.compute_nodes().iter().map(|n| n.name()).collect();
     nodes.extend(storage_names(cluster));
     nodes.extend(metadata_names(cluster));
+    header_with_nodes(config, nodes)
+}
+
+/// The header of a run of `config` on `nodes` (compute, storage, then metadata node names):
+/// the same shape whatever runs the nodes, so that the checkers treat every run alike.
+pub(super) fn header_with_nodes(config: &TxnRunConfig, nodes: Vec<String>) -> TxnHistoryHeader {
     let mut extra = Map::new();
     match config.workload {
         TxnWorkload::Bank => {
@@ -286,11 +308,11 @@ fn header(config: &TxnRunConfig, cluster: &TestCluster) -> TxnHistoryHeader {
 }
 
 /// The next operation of client `index`.
-fn next_op(context: &Context, index: usize, rng: &mut ChaCha8Rng) -> TxnOp {
-    let config = &context.config;
+fn next_op(shared: &ClientShared, index: usize, rng: &mut ChaCha8Rng) -> TxnOp {
+    let config = &shared.config;
     match config.workload {
-        TxnWorkload::ListAppend => generator::txn(rng, &context.pool, config.max_txn_len, true),
-        TxnWorkload::RwRegister => generator::txn(rng, &context.pool, config.max_txn_len, false),
+        TxnWorkload::ListAppend => generator::txn(rng, &shared.pool, config.max_txn_len, true),
+        TxnWorkload::RwRegister => generator::txn(rng, &shared.pool, config.max_txn_len, false),
         TxnWorkload::Bank => generator::bank(rng, config.accounts as i64, config.read_fraction),
         TxnWorkload::Cache => {
             let writers = config.cache_writers();
@@ -302,41 +324,76 @@ fn next_op(context: &Context, index: usize, rng: &mut ChaCha8Rng) -> TxnOp {
             } else {
                 CacheRole::Reader
             };
-            generator::cache(rng, &context.pool, config.key_count as i64, role)
+            generator::cache(rng, &shared.pool, config.key_count as i64, role)
         }
     }
 }
 
-/// One logical client: invokes operations until `deadline` through its compute node; returns
-/// its last process id and how many of its operations completed `ok` in the healed phase.
-async fn run_client(
-    context: Context,
+/// Starts `config.concurrency` logical clients, client `index` running its operations through
+/// `executor(index)`, and waits for them; returns the highest process id any of them used and
+/// how many operations completed `ok` in the healed phase.
+pub(super) async fn run_clients<X, E, Fut>(
+    shared: &ClientShared,
+    executor: X,
+) -> Result<(u64, u64), WorkloadError>
+where
+    X: Fn(usize) -> E,
+    E: Fn(Process, TxnOp) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = TxnCompletion> + Send + 'static,
+{
+    let config = &shared.config;
+    let start = shared.recorder.start();
+    let deadline = start + config.time;
+    let healed_from = start + config.fault_phase();
+    let clients: Vec<_> = (0..config.concurrency)
+        .map(|index| {
+            let rng = stream(config.seed, 1 + index as u64);
+            tokio::spawn(run_client(
+                shared.clone(),
+                index,
+                rng,
+                (deadline, healed_from),
+                executor(index),
+            ))
+        })
+        .collect();
+    let (mut last_process, mut n_ok_healed) = (0, 0);
+    for client in clients {
+        let (process, ok_healed) = client
+            .await
+            .map_err(|error| WorkloadError::TaskFailed(error.to_string()))?;
+        last_process = last_process.max(process);
+        n_ok_healed += ok_healed;
+    }
+    Ok((last_process, n_ok_healed))
+}
+
+/// One logical client: invokes operations through `execute` until `deadline`; returns its
+/// last process id and how many of its operations completed `ok` in the healed phase (from
+/// `healed_from`).
+async fn run_client<E, Fut>(
+    shared: ClientShared,
     index: usize,
     mut rng: ChaCha8Rng,
-    deadline: Instant,
-    healed_from: Instant,
-) -> (u64, u64) {
-    let config = Arc::clone(&context.config);
+    (deadline, healed_from): (Instant, Instant),
+    execute: E,
+) -> (u64, u64)
+where
+    E: Fn(Process, TxnOp) -> Fut,
+    Fut: std::future::Future<Output = TxnCompletion>,
+{
+    let config = Arc::clone(&shared.config);
     let concurrency = config.concurrency as u64;
-    let node = context.cluster.compute_nodes()[config.compute_node_of(index)].clone();
     let mut process = index as u64;
     let mut n_ok_healed = 0;
     let op_interval = Duration::from_secs_f64(config.concurrency as f64 / config.rate);
     while Instant::now() < deadline {
-        if context.progress.n_ops.fetch_add(1, Ordering::Relaxed) >= config.max_ops {
+        if shared.progress.n_ops.fetch_add(1, Ordering::Relaxed) >= config.max_ops {
             break;
         }
         let started = Instant::now();
-        let op = next_op(&context, index, &mut rng);
-        let completion = execute_txn_op(
-            &context.recorder,
-            &node,
-            Process::Client(process),
-            &op,
-            config.op_timeout,
-            config.accounts as i64,
-        )
-        .await;
+        let op = next_op(&shared, index, &mut rng);
+        let completion = execute(Process::Client(process), op).await;
         match completion.event_type {
             EventType::Ok if started >= healed_from => n_ok_healed += 1,
             // Jepsen: a process whose outcome is unknown may still have it in flight.
@@ -351,15 +408,23 @@ async fn run_client(
     (process, n_ok_healed)
 }
 
-/// The final reads on the healed cluster, each by a fresh process and retried until `ok`:
-/// the bank reads every balance; the cache reads every key through every reader node.
-/// Returns (reads, reads served).
-async fn final_reads(context: &Context, first_process: u64) -> (usize, usize) {
-    let config = &context.config;
-    let computes = context.cluster.compute_nodes();
+/// The final reads on the healed cluster, each by a fresh process from `first_process` and
+/// retried until `ok`, through `execute(compute node index, process, op)`: the bank reads every
+/// balance; the cache reads every key through every reader node (of `n_compute`). Returns
+/// (reads, reads served).
+pub(super) async fn final_reads<E, Fut>(
+    config: &TxnRunConfig,
+    n_compute: usize,
+    first_process: u64,
+    execute: E,
+) -> (usize, usize)
+where
+    E: Fn(usize, Process, TxnOp) -> Fut,
+    Fut: std::future::Future<Output = TxnCompletion>,
+{
     let reads: Vec<(usize, TxnOp)> = match config.workload {
         TxnWorkload::Bank => vec![(0, TxnOp::ReadBalances)],
-        TxnWorkload::Cache => (1..computes.len())
+        TxnWorkload::Cache => (1..n_compute)
             .flat_map(|node| {
                 (0..config.key_count as i64).map(move |key| (node, TxnOp::CacheRead { key }))
             })
@@ -374,15 +439,7 @@ async fn final_reads(context: &Context, first_process: u64) -> (usize, usize) {
             if attempt > 0 && Instant::now() >= deadline {
                 break;
             }
-            let completion = execute_txn_op(
-                &context.recorder,
-                &computes[*node],
-                process,
-                op,
-                config.op_timeout,
-                config.accounts as i64,
-            )
-            .await;
+            let completion = execute(*node, process, op.clone()).await;
             if completion.event_type == EventType::Ok {
                 served += 1;
                 break;

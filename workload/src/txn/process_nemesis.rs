@@ -1,0 +1,324 @@
+//! The cache workload's nemesis on processes: on the planned schedule it kills and restarts, or
+//! pauses and resumes, a reader compute node process, kills and restarts a shard's current
+//! primary data member, or isolates a shard member from its shard and heals. Each fault and
+//! heal is recorded as an `info` event of process `"nemesis"` before it is applied, with the
+//! values the in-process nemesis ([`super::nemesis`]) writes, so the checker pairs them alike.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use helios_cluster::metadata::NodeId;
+use helios_cluster::process::{compute_process, member_process, LocalCluster, LocalClusterError};
+use serde_json::{json, Value};
+use tokio::sync::Mutex;
+
+use super::nemesis::{record, TxnNemesisReport};
+use super::schedule::{PlannedTxnFault, TxnNemesisKind};
+use super::sql_node::compute_node_name;
+use crate::client::RunProgress;
+use crate::error::WorkloadError;
+use crate::history::Function;
+use crate::nemesis::bounded;
+use crate::recorder::Recorder;
+use crate::replicated::replica_node_name;
+
+/// The faults the nemesis makes on processes, in [`TxnNemesisKind`]'s terms: `kill-compute`
+/// and `pause-compute` hit a reader compute node (never node 0, through which every write
+/// goes), `kill-storage` a shard's primary data member, `partition-storage` any shard member.
+pub const PROCESS_NEMESIS_KINDS: [TxnNemesisKind; 4] = [
+    TxnNemesisKind::KillCompute,
+    TxnNemesisKind::PauseCompute,
+    TxnNemesisKind::KillStorage,
+    TxnNemesisKind::PartitionStorage,
+];
+
+/// The bound on finding a shard's primary before killing it.
+const PRIMARY_BOUND: Duration = Duration::from_secs(3);
+
+/// How long the processes may take to stop at the end of a run (SIGTERM, then SIGKILL).
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Parses `--nemesis` for a run on processes: the default (`None`) is every kind processes
+/// support; `kill`, `pause`, `partition` and `all` stand for the supported kinds among theirs;
+/// a kind named alone that processes do not support is refused by name.
+pub fn parse_process_nemesis(list: Option<&str>) -> Result<Vec<TxnNemesisKind>, WorkloadError> {
+    let Some(list) = list else {
+        return Ok(PROCESS_NEMESIS_KINDS.to_vec());
+    };
+    let mut kinds = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let parsed = TxnNemesisKind::parse_list(name)?;
+        let group = matches!(name, "kill" | "pause" | "partition" | "all" | "none");
+        for kind in parsed {
+            if PROCESS_NEMESIS_KINDS.contains(&kind) {
+                kinds.push(kind);
+            } else if !group {
+                let supported: Vec<&str> =
+                    PROCESS_NEMESIS_KINDS.iter().map(|k| k.as_str()).collect();
+                return Err(WorkloadError::InvalidConfig(format!(
+                    "nemesis {name} runs on the embedded cluster only; on processes the cache \
+                     workload's faults are {}",
+                    supported.join(", ")
+                )));
+            }
+        }
+    }
+    kinds.sort();
+    kinds.dedup();
+    Ok(kinds)
+}
+
+/// The processes of a cache run: its compute nodes and replicated shards (and the metadata
+/// group, which the nemesis leaves alone). Client operations never take the lock, so a slow
+/// fault call (a reap after SIGKILL) does not hold them up.
+#[derive(Debug, Clone)]
+pub struct CacheProcesses {
+    cluster: Arc<Mutex<LocalCluster>>,
+    n_compute: u32,
+    n_shards: usize,
+}
+
+/// A fault in effect, with what it takes to undo it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ActiveFault {
+    ComputeKilled(NodeId, Value),
+    ComputePaused(NodeId, Value),
+    MemberKilled(NodeId, Value),
+    MemberIsolated,
+}
+
+impl CacheProcesses {
+    /// Takes ownership of `cluster`.
+    pub fn new(cluster: LocalCluster) -> Self {
+        let n_compute = cluster.compute_nodes().len() as u32;
+        let n_shards = cluster.shard_count();
+        CacheProcesses {
+            cluster: Arc::new(Mutex::new(cluster)),
+            n_compute,
+            n_shards,
+        }
+    }
+
+    /// The cluster, for calls that do not block.
+    pub fn cluster(&self) -> &Mutex<LocalCluster> {
+        &self.cluster
+    }
+
+    /// Runs a blocking call on the cluster (a SIGKILL waits, bounded, for the reap) off the
+    /// runtime's workers.
+    async fn blocking(
+        &self,
+        call: impl FnOnce(&mut LocalCluster) -> Result<(), LocalClusterError> + Send + 'static,
+    ) -> Result<(), LocalClusterError> {
+        let mut guard = Arc::clone(&self.cluster).lock_owned().await;
+        match tokio::task::spawn_blocking(move || call(&mut guard)).await {
+            Ok(result) => result,
+            Err(error) => Err(LocalClusterError::Io {
+                what: "fault task".to_owned(),
+                source: std::io::Error::other(error.to_string()),
+            }),
+        }
+    }
+
+    /// Every compute node and shard member process, by process id.
+    fn fault_targets(&self) -> Vec<NodeId> {
+        let members = (0..3 * self.n_shards as NodeId).map(member_process);
+        members
+            .chain((0..self.n_compute).map(compute_process))
+            .collect()
+    }
+
+    /// Undoes every fault, whatever the nemesis left: resumes paused processes, restarts dead
+    /// ones, and empties every peer filter. The nemesis heals what it broke; this is the safety
+    /// net for a nemesis that stopped early.
+    pub async fn restore_all(&self) -> Result<(), LocalClusterError> {
+        for id in self.fault_targets() {
+            self.blocking(move |cluster| {
+                if cluster.is_paused(id) {
+                    cluster.resume(id)?;
+                }
+                if !cluster.is_running(id) {
+                    cluster.restart(id)?;
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        self.cluster.lock().await.heal().await
+    }
+
+    /// Stops every process, and removes the data directories (the run keeps the logs and
+    /// `cluster.json`).
+    pub async fn stop(&self) {
+        let stopped = self
+            .blocking(|cluster| {
+                for (id, outcome) in cluster.stop(STOP_GRACE) {
+                    tracing::info!(node = id, ?outcome, "process stopped");
+                }
+                for node in &cluster.manifest().nodes {
+                    if let Err(error) = std::fs::remove_dir_all(&node.data_dir) {
+                        tracing::debug!(%error, dir = %node.data_dir.display(), "data directory not removed");
+                    }
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(error) = stopped {
+            tracing::error!(%error, "stopping the processes failed");
+        }
+    }
+
+    /// A reader compute node (never node 0): its index and process id.
+    fn pick_reader(&self, pick: u64) -> (u32, NodeId) {
+        assert!(self.n_compute >= 2, "a cache run has a writer and a reader");
+        let index = 1 + (pick % u64::from(self.n_compute - 1)) as u32;
+        (index, compute_process(index))
+    }
+
+    /// Resolves the fault's target, records it, and applies it; returns what undoes it (even
+    /// when the call was refused, as it may have taken effect in part) and the refusal.
+    async fn apply(
+        &self,
+        recorder: &Recorder,
+        fault: PlannedTxnFault,
+    ) -> (ActiveFault, Result<(), LocalClusterError>) {
+        match fault.kind {
+            TxnNemesisKind::KillCompute => {
+                let (index, id) = self.pick_reader(fault.pick);
+                let targets = json!({"node": compute_node_name(index)});
+                record(recorder, Function::Kill, targets.clone());
+                let killed = self.blocking(move |cluster| cluster.kill(id)).await;
+                (ActiveFault::ComputeKilled(id, targets), killed)
+            }
+            TxnNemesisKind::PauseCompute => {
+                let (index, id) = self.pick_reader(fault.pick);
+                let targets = json!({"node": compute_node_name(index)});
+                record(recorder, Function::Pause, targets.clone());
+                let paused = self.blocking(move |cluster| cluster.pause(id)).await;
+                (ActiveFault::ComputePaused(id, targets), paused)
+            }
+            TxnNemesisKind::KillStorage => {
+                let shard = (fault.pick % self.n_shards as u64) as usize;
+                let primary = {
+                    let cluster = self.cluster.lock().await;
+                    let found = cluster.wait_for_primary(shard, PRIMARY_BOUND).await;
+                    // With no primary now, the first data member is as good a victim.
+                    found.unwrap_or_else(|_| cluster.shard_members(shard).replicas[0])
+                };
+                let targets = json!({"node": replica_node_name(primary)});
+                record(recorder, Function::Kill, targets.clone());
+                let id = member_process(primary);
+                let killed = self.blocking(move |cluster| cluster.kill(id)).await;
+                (ActiveFault::MemberKilled(id, targets), killed)
+            }
+            TxnNemesisKind::PartitionStorage => {
+                let member = fault.pick % (3 * self.n_shards as u64);
+                let shard = (member / 3) as NodeId;
+                let others: Vec<String> = (3 * shard..3 * shard + 3)
+                    .filter(|&other| other != member)
+                    .map(replica_node_name)
+                    .collect();
+                let groups = json!([[replica_node_name(member)], others]);
+                record(
+                    recorder,
+                    Function::StartPartition,
+                    json!({"nemesis": "isolate-storage", "groups": groups}),
+                );
+                let cluster = self.cluster.lock().await;
+                let isolated = cluster.isolate_member(member).await;
+                (ActiveFault::MemberIsolated, isolated)
+            }
+            other => unreachable!("{} is not a fault on processes", other.as_str()),
+        }
+    }
+
+    /// Records the heal of `active`, then heals it; returns the refusal, if any.
+    async fn heal(&self, recorder: &Recorder, active: ActiveFault) -> Result<(), String> {
+        let result = match active {
+            ActiveFault::ComputeKilled(id, targets) | ActiveFault::MemberKilled(id, targets) => {
+                record(recorder, Function::Restart, targets.clone());
+                let restarted = self.blocking(move |cluster| cluster.restart(id)).await;
+                restarted.map_err(|error| format!("restart {targets}: {error}"))
+            }
+            ActiveFault::ComputePaused(id, targets) => {
+                record(recorder, Function::Resume, targets.clone());
+                let resumed = self.blocking(move |cluster| cluster.resume(id)).await;
+                resumed.map_err(|error| format!("resume {targets}: {error}"))
+            }
+            ActiveFault::MemberIsolated => {
+                record(recorder, Function::StopPartition, json!("network-healed"));
+                let mut cluster = self.cluster.lock().await;
+                let healed = cluster.heal().await;
+                healed.map_err(|error| format!("heal: {error}"))
+            }
+        };
+        tracing::info!("nemesis: fault healed");
+        result
+    }
+}
+
+/// Applies `plan` (times relative to `start`, kinds among [`PROCESS_NEMESIS_KINDS`]) and undoes
+/// every fault at its planned end. A fault call the cluster refuses is reported (its events are
+/// recorded all the same) and the run goes on; one that hangs past the fault bound ends it.
+pub async fn run_process_nemesis(
+    processes: CacheProcesses,
+    recorder: Arc<Recorder>,
+    plan: Vec<PlannedTxnFault>,
+    start: Instant,
+    progress: Arc<RunProgress>,
+) -> Result<TxnNemesisReport, WorkloadError> {
+    let mut report = TxnNemesisReport::default();
+    for fault in plan {
+        assert!(
+            PROCESS_NEMESIS_KINDS.contains(&fault.kind),
+            "the plan of a run on processes holds only their faults: {fault:?}"
+        );
+        tokio::time::sleep_until((start + fault.start).into()).await;
+        let (active, applied) =
+            bounded("fault on processes", processes.apply(&recorder, fault)).await?;
+        if let Err(error) = applied {
+            tracing::warn!(%error, kind = fault.kind.as_str(), "nemesis: fault refused");
+            report
+                .refused
+                .push(format!("{}: {error}", fault.kind.as_str()));
+        }
+        progress.n_faults.fetch_add(1, Ordering::Relaxed);
+        report.n_applied += 1;
+        tracing::info!(kind = fault.kind.as_str(), "nemesis: fault applied");
+        tokio::time::sleep_until((start + fault.end).into()).await;
+        if let Err(refused) =
+            bounded("heal on processes", processes.heal(&recorder, active)).await?
+        {
+            report.refused.push(refused);
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn process_faults_parse_and_embedded_only_faults_are_refused_by_name() {
+        assert_eq!(parse_process_nemesis(None).unwrap(), PROCESS_NEMESIS_KINDS);
+        assert_eq!(
+            parse_process_nemesis(Some("kill")).unwrap(),
+            vec![TxnNemesisKind::KillCompute, TxnNemesisKind::KillStorage]
+        );
+        assert_eq!(
+            parse_process_nemesis(Some("all")).unwrap(),
+            PROCESS_NEMESIS_KINDS
+        );
+        assert!(parse_process_nemesis(Some("none")).unwrap().is_empty());
+        let error = parse_process_nemesis(Some("pause-compute,kill-metadata"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("kill-metadata") && error.contains("partition-storage"),
+            "{error}"
+        );
+        assert!(parse_process_nemesis(Some("kill-moon")).is_err());
+    }
+}
