@@ -9,9 +9,9 @@
 //! [`CacheLeaseOptions::lease`]; then it is dropped, and a later subscription starts a new
 //! session, which makes the compute node drop its cache.
 //!
-//! A member that starts exposes nothing for one lease duration: a compute node may still count
-//! a lease granted by the member's previous incarnation live, and the new incarnation does
-//! not know it.
+//! A member that restarts exposes nothing for one lease duration: a compute node may still
+//! count a lease granted by the member's previous incarnation live, and the new incarnation
+//! does not know it. A member on a new data directory has no previous incarnation.
 //!
 //! Keys are published as the member's commit index advances, as primary or as mirror: a mirror
 //! that becomes primary has already delivered what it learned was committed, and delivers the
@@ -107,18 +107,25 @@ pub(crate) struct CacheLeases {
 
 impl CacheLeases {
     /// No subscribers; every entry up to `committed` counts as published (a compute node's
-    /// session with this incarnation starts after it, with an empty cache).
+    /// session with this incarnation starts after it, with an empty cache). `restarted`: an
+    /// earlier incarnation may have granted leases, so wait one lease before exposing anything.
     pub(crate) fn new(
         shard: usize,
         member: NodeId,
         committed: LogIndex,
+        restarted: bool,
         options: CacheLeaseOptions,
     ) -> Arc<Self> {
+        let quiet_until = if restarted {
+            Instant::now() + options.lease
+        } else {
+            Instant::now()
+        };
         Arc::new(Self {
             shard,
             member,
             incarnation: rand::random(),
-            quiet_until: Instant::now() + options.lease,
+            quiet_until,
             options,
             inner: Mutex::new(Inner {
                 published: committed,
@@ -396,7 +403,7 @@ mod tests {
 
     #[tokio::test]
     async fn with_no_subscribers_everything_published_is_exposable_after_the_quiet_period() {
-        let leases = CacheLeases::new(0, 0, 5, options(100));
+        let leases = CacheLeases::new(0, 0, 5, true, options(100));
         let started = Instant::now();
         assert!(
             !leases
@@ -410,6 +417,8 @@ mod tests {
                 .await
         );
         assert!(started.elapsed() >= Duration::from_millis(100));
+        let pristine = CacheLeases::new(0, 0, 5, false, options(100));
+        assert!(pristine.wait_through(5, Instant::now()).await);
         leases.publish(7, vec![b"k".to_vec()]);
         assert!(leases.wait_through(7, Instant::now()).await);
         // Not yet published: waits until the deadline.
@@ -423,8 +432,7 @@ mod tests {
     #[tokio::test]
     async fn a_silent_subscriber_holds_answers_until_its_lease_ends() {
         // Nothing listens at this address: deliveries fail until the lease ends.
-        let leases = CacheLeases::new(0, 0, 0, options(150));
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        let leases = CacheLeases::new(0, 0, 0, false, options(150));
         let first = leases.subscribe(1, "127.0.0.1:1".to_string());
         let renewed = leases.subscribe(1, "127.0.0.1:1".to_string());
         assert_eq!(

@@ -300,6 +300,7 @@ impl MemberServer {
         };
         let (disk, stored) = MemberDisk::open(&config.data_dir, &identity)?;
         let pristine = stored.record.is_none();
+        let first_start = stored.first_start;
         let initial = EpochRecord {
             epoch: 1,
             primary: config.initial_primary,
@@ -339,6 +340,7 @@ impl MemberServer {
                 config.shard,
                 config.id,
                 replica.commit_index(),
+                !first_start,
                 config.cache_leases.clone(),
             )
         });

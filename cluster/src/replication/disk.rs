@@ -89,6 +89,9 @@ pub struct Stored {
     pub commit_index: LogIndex,
     /// The saved log (data nodes).
     pub entries: Vec<Entry>,
+    /// Whether the file named no member before this open: no earlier process ran as this
+    /// member here (a process writes its identity before it serves anything).
+    pub first_start: bool,
 }
 
 impl Stored {
@@ -165,7 +168,8 @@ impl MemberDisk {
             saved_last_index: 0,
             n_saves: 0,
         };
-        let (found, stored) = disk.load()?;
+        let (found, mut stored) = disk.load()?;
+        stored.first_start = found.is_none();
         match found {
             Some(found) if found != *identity => {
                 return Err(MemberDiskError::WrongMember {
@@ -500,7 +504,12 @@ mod tests {
     #[test]
     fn a_data_directory_of_another_member_is_refused() {
         let dir = tempfile::tempdir().expect("temp dir");
-        drop(MemberDisk::open(dir.path(), &identity()).expect("open"));
+        let (disk, stored) = MemberDisk::open(dir.path(), &identity()).expect("open");
+        assert!(stored.first_start);
+        drop(disk);
+        let (disk, stored) = MemberDisk::open(dir.path(), &identity()).expect("reopen");
+        assert!(!stored.first_start, "a reopened file has had a member");
+        drop(disk);
         let other = MemberIdentity {
             shard: 0,
             id: 2,
