@@ -400,8 +400,16 @@ fn helios_cluster_up_status_and_down_manage_the_processes() {
         "{}",
         text(&up.stdout)
     );
-    // Three metadata nodes, and one shard: two data nodes and a witness.
-    assert_eq!(manifest.nodes.len(), 6);
+    // Three metadata nodes, one shard (two data nodes and a witness), two compute nodes.
+    assert_eq!(manifest.nodes.len(), 8);
+    assert_eq!(
+        text(&up.stdout)
+            .matches("holds a cache lease from every data node")
+            .count(),
+        2,
+        "{}",
+        text(&up.stdout)
+    );
 
     let status = helios(&["cluster", "status", "--dir", dir_arg]);
     let shown = text(&status.stdout);
@@ -410,6 +418,11 @@ fn helios_cluster_up_status_and_down_manage_the_processes() {
     assert!(shown.contains("shard 0: primary storage-0"), "{shown}");
     assert_eq!(shown.matches(" mirror ").count(), 1, "{shown}");
     assert_eq!(shown.matches(" witness ").count(), 1, "{shown}");
+    assert_eq!(
+        shown.matches("leases from 1/1 shards").count(),
+        2,
+        "{shown}"
+    );
 
     let again = helios(&["cluster", "up", "--nodes", "3", "--dir", dir_arg]);
     assert_eq!(
@@ -445,7 +458,7 @@ fn helios_cluster_up_status_and_down_manage_the_processes() {
     let down = helios(&["cluster", "down", "--dir", dir_arg]);
     assert_eq!(down.status.code(), Some(0), "{}", text(&down.stdout));
     let stdout = text(&down.stdout);
-    assert_eq!(stdout.matches("stopped (SIGTERM)").count(), 5, "{stdout}");
+    assert_eq!(stdout.matches("stopped (SIGTERM)").count(), 7, "{stdout}");
     assert!(stdout.contains("node 3: already down"), "{stdout}");
     drop(guard);
 }
