@@ -28,7 +28,7 @@ use super::faults::NodeFaults;
 use super::records::CommitRecords;
 use super::transaction::Transaction;
 use super::two_phase::{Decision, TxId};
-use crate::sql::{parse_statement, Projection, Row, SqlStatement, SqlValue, ToSqlValue};
+use crate::sql::{bind_row, parse_statement, Projection, Row, SqlStatement, SqlValue, ToSqlValue};
 use crate::storage::{Invalidation, NodeError};
 use crate::storage_cluster::{project, ClusterError, QueryResult, ResultRow, StorageCluster};
 
@@ -481,11 +481,7 @@ impl ComputeNode {
             } => {
                 let mut inserted = 0;
                 for values in rows {
-                    let row: Row = columns
-                        .iter()
-                        .cloned()
-                        .zip(values.iter().map(|o| o.bind(&[])))
-                        .collect();
+                    let row = bind_row(&columns, &values, &[]);
                     let cluster = &self.inner.cluster;
                     self.retry_locked(None, || cluster.insert_row(&table, row.clone()))
                         .await?;

@@ -14,7 +14,9 @@ use super::error::ComputeError;
 use super::node::{result_of, ComputeNode};
 use super::two_phase::{Coordinator, CoordinatorState, TxId};
 use crate::sharding::StorageNodeId;
-use crate::sql::{parse_statement, Operand, Projection, Row, SqlError, SqlStatement, SqlValue};
+use crate::sql::{
+    bind_row, parse_statement, Operand, Projection, Row, SqlError, SqlStatement, SqlValue,
+};
 use crate::storage::TxWrite;
 use crate::storage_cluster::{validate_row, ClusterError, QueryResult, StorageCluster};
 
@@ -102,11 +104,7 @@ impl Transaction {
                 let schema = cluster.schema(&table).await?;
                 let mut inserted = 0;
                 for values in rows {
-                    let row: Row = columns
-                        .iter()
-                        .cloned()
-                        .zip(values.iter().map(|o| o.bind(&[])))
-                        .collect();
+                    let row = bind_row(&columns, &values, &[]);
                     let key = validate_row(&schema, &row)?;
                     inserted += self.write(&schema.name, &key, TxWrite::Insert(row)).await?;
                 }

@@ -37,7 +37,8 @@ use crate::net::tcp::{self, ServeOptions};
 use crate::replication::ReplicationError;
 use crate::sharding::{hash_bytes, HashRing, StorageNodeId};
 use crate::sql::{
-    apply_assignments, parse_statement, AssignValue, Projection, Row, SqlStatement, SqlValue,
+    apply_assignments, bind_row, parse_statement, AssignValue, Projection, Row, SqlStatement,
+    SqlValue,
 };
 use crate::storage::remote::WireValue;
 
@@ -432,12 +433,7 @@ impl Shared {
                 return Ok(Some(row));
             }
         }
-        let stored = self
-            .on_primary(shard, deadline, |member| {
-                self.storage.read_linearizable(shard, member, &bytes)
-            })
-            .await?;
-        let row = stored.map(|bytes| decode_row(&bytes)).transpose()?;
+        let row = self.read_row_from_storage(table, key, deadline).await?;
         if let (true, Some(row)) = (self.cacheable(shard), &row) {
             self.cache.fill(table, key, row.clone(), stamp);
         }
@@ -521,11 +517,7 @@ impl Shared {
                 let shard_key = self.shard_key(&table).await?;
                 let mut inserted = 0;
                 for values in rows {
-                    let row: Row = columns
-                        .iter()
-                        .cloned()
-                        .zip(values.iter().map(|operand| operand.bind(&[])))
-                        .collect();
+                    let row = bind_row(&columns, &values, &[]);
                     let key = match row.get(&shard_key) {
                         Some(SqlValue::Null) | None => {
                             return Err(definite(format!(

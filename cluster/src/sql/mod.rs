@@ -8,5 +8,5 @@ mod parse;
 mod value;
 
 pub use assign::{apply_assignments, AssignValue, Described, WriteOutcome};
-pub use parse::{parse_statement, Operand, Projection, SqlError, SqlStatement};
+pub use parse::{bind_row, parse_statement, Operand, Projection, SqlError, SqlStatement};
 pub use value::{FromSqlValue, Row, SqlValue, ToSqlValue};

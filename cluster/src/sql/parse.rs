@@ -10,7 +10,7 @@ use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
 
 use super::assign::AssignValue;
-use super::value::SqlValue;
+use super::value::{Row, SqlValue};
 
 /// Why a statement cannot be run.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -57,6 +57,18 @@ pub enum Operand {
     Literal(SqlValue),
     /// A placeholder (`?` in order of appearance, or `$n`).
     Param(usize),
+}
+
+/// One row of an `INSERT`: each of `columns` with its operand of `values`, parameters bound.
+///
+/// # Panics
+/// As [`Operand::bind`], if a parameter index is out of range.
+pub fn bind_row(columns: &[String], values: &[Operand], params: &[SqlValue]) -> Row {
+    columns
+        .iter()
+        .cloned()
+        .zip(values.iter().map(|operand| operand.bind(params)))
+        .collect()
 }
 
 impl Operand {

@@ -3,8 +3,8 @@
 
 use crate::sharding::{DataType, TableSchema};
 use crate::sql::{
-    parse_statement, AssignValue, FromSqlValue, Operand, Projection, Row, SqlError, SqlStatement,
-    SqlValue, ToSqlValue, WriteOutcome,
+    bind_row, parse_statement, AssignValue, FromSqlValue, Operand, Projection, Row, SqlError,
+    SqlStatement, SqlValue, ToSqlValue, WriteOutcome,
 };
 
 use super::{ClusterError, StorageCluster};
@@ -187,11 +187,7 @@ impl StorageCluster {
             SqlStatement::Insert { columns, rows, .. } => {
                 let mut inserted = 0;
                 for values in rows {
-                    let row: Row = columns
-                        .iter()
-                        .cloned()
-                        .zip(values.iter().map(|o| o.bind(&params)))
-                        .collect();
+                    let row = bind_row(&columns, &values, &params);
                     self.insert_row(&schema.name, row).await?;
                     inserted += 1;
                 }
