@@ -13,9 +13,11 @@
 //! count a lease granted by the member's previous incarnation live, and the new incarnation
 //! does not know it. A member on a new data directory has no previous incarnation.
 //!
-//! Keys are published as the member's commit index advances, as primary or as mirror: a mirror
-//! that becomes primary has already delivered what it learned was committed, and delivers the
-//! rest as its own commit index passes it.
+//! Keys are published by a member whose record names it primary, as its commit index
+//! advances. A mirror publishes nothing, so each write is delivered once. When a member's record
+//! first names it primary of an epoch, it tells every subscriber to drop its whole cache
+//! (through its commit index then) and exposes nothing until they acknowledged: the old primary
+//! may have committed entries it never delivered.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -72,11 +74,13 @@ struct Subscriber {
     task: JoinHandle<()>,
 }
 
-/// Keys published together: every entry up to `through`, published at `at`.
+/// Keys published together: every entry up to `through`, published at `at`; with
+/// `drop_all`, every row of the shard.
 #[derive(Debug)]
 struct Batch {
     through: LogIndex,
     keys: Vec<Vec<u8>>,
+    drop_all: bool,
     at: Instant,
 }
 
@@ -84,6 +88,8 @@ struct Batch {
 struct Inner {
     /// Every entry up to here was published.
     published: LogIndex,
+    /// The epoch in which this member last became primary and told subscribers to drop all.
+    primary_epoch: Option<u64>,
     sessions: u64,
     subscribers: BTreeMap<u32, Subscriber>,
 }
@@ -129,6 +135,7 @@ impl CacheLeases {
             options,
             inner: Mutex::new(Inner {
                 published: committed,
+                primary_epoch: None,
                 sessions: 0,
                 subscribers: BTreeMap::new(),
             }),
@@ -207,11 +214,46 @@ impl CacheLeases {
 
     /// Publishes the keys of the entries after the last published index up to `through`.
     pub(crate) fn publish(&self, through: LogIndex, keys: Vec<Vec<u8>>) {
-        let now = Instant::now();
         let mut inner = self.inner();
         if through <= inner.published {
             return;
         }
+        Self::send(&mut inner, through, &keys, false);
+        drop(inner);
+        self.changed.notify_waiters();
+    }
+
+    /// The epoch in which this member last became primary (and told subscribers to drop all).
+    pub(crate) fn primary_epoch(&self) -> Option<u64> {
+        self.inner().primary_epoch
+    }
+
+    /// This member became primary of `epoch` with commit index `committed`: every subscriber
+    /// drops its whole cache, and nothing is exposed until each acknowledged (or its lease
+    /// ended).
+    pub(crate) fn became_primary(&self, epoch: u64, committed: LogIndex) {
+        let mut inner = self.inner();
+        inner.primary_epoch = Some(epoch);
+        let through = committed.max(inner.published);
+        for sub in inner.subscribers.values_mut() {
+            // Whatever they acknowledged before, the drop is what exposure now waits for.
+            sub.acked = 0;
+        }
+        Self::send(&mut inner, through, &[], true);
+        drop(inner);
+        tracing::debug!(
+            shard = self.shard,
+            member = self.member,
+            epoch,
+            through,
+            "primary: subscribers drop their caches"
+        );
+        self.changed.notify_waiters();
+    }
+
+    /// Queues a batch through `through` for every live subscriber, drops the others.
+    fn send(inner: &mut Inner, through: LogIndex, keys: &[Vec<u8>], drop_all: bool) {
+        let now = Instant::now();
         inner.published = through;
         inner.subscribers.retain(|_, sub| {
             let live = sub.until > now;
@@ -219,7 +261,8 @@ impl CacheLeases {
                 // The receiver lives as long as the task, which ends only with the subscriber.
                 let _ = sub.queue.send(Batch {
                     through,
-                    keys: keys.clone(),
+                    keys: keys.to_vec(),
+                    drop_all,
                     at: now,
                 });
             } else {
@@ -227,8 +270,6 @@ impl CacheLeases {
             }
             live
         });
-        drop(inner);
-        self.changed.notify_waiters();
     }
 
     /// The last index published.
@@ -345,6 +386,7 @@ async fn deliver(
     while let Some(Batch {
         mut through,
         mut keys,
+        mut drop_all,
         at,
     }) = batches.recv().await
     {
@@ -352,6 +394,7 @@ async fn deliver(
         while let Ok(more) = batches.try_recv() {
             through = more.through;
             keys.extend(more.keys);
+            drop_all |= more.drop_all;
         }
         keys.sort_unstable();
         keys.dedup();
@@ -361,6 +404,7 @@ async fn deliver(
             lease,
             through,
             keys,
+            drop_all,
         });
         loop {
             let Some(until) = leases.is_current(compute, lease) else {
@@ -427,6 +471,31 @@ mod tests {
                 .wait_through(8, Instant::now() + Duration::from_millis(20))
                 .await
         );
+    }
+
+    #[tokio::test]
+    async fn a_new_primary_exposes_nothing_until_its_subscribers_dropped_their_caches() {
+        let leases = CacheLeases::new(0, 0, 5, false, options(150));
+        leases.subscribe(1, "127.0.0.1:1".to_string());
+        assert!(
+            leases.wait_through(5, Instant::now()).await,
+            "what was committed before the subscription needs no delivery"
+        );
+        let started = Instant::now();
+        leases.became_primary(2, 5);
+        assert_eq!(leases.primary_epoch(), Some(2));
+        assert!(
+            !leases
+                .wait_through(5, started + Duration::from_millis(50))
+                .await,
+            "the drop must be acknowledged (or the lease end) before anything is exposed"
+        );
+        assert!(
+            leases
+                .wait_through(5, started + Duration::from_secs(5))
+                .await
+        );
+        assert!(started.elapsed() >= Duration::from_millis(100));
     }
 
     #[tokio::test]

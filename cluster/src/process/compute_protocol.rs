@@ -3,14 +3,15 @@
 //!
 //! - `Client`: a SQL statement, creating a table (its shard key goes to the metadata group), or
 //!   whether a key is cached (the seed's `cache_contains`).
-//! - `Invalidate`: a data member of a replicated shard names the keys of entries it has seen
-//!   committed; the compute node drops those rows, then acknowledges.
+//! - `Invalidate`: the primary of a replicated shard names the keys of entries it has seen
+//!   committed (or, when it has just become primary, asks for the whole cache to go); the
+//!   compute node drops those rows, then acknowledges.
 //! - `Admin`: status.
 //!
 //! The lease (see `process::cache_leases` for the member's side): a compute node subscribes to
 //! every data member of every shard and renews each subscription well inside
-//! [`Lease::duration_ms`]. While a lease is live, the member delivers the keys of every entry it
-//! sees committed, and it exposes nothing (a write acknowledged, a read answered) until each
+//! [`Lease::duration_ms`]. While a lease is live, a member acting as primary delivers the keys
+//! of every entry it sees committed, and it exposes nothing (a write acknowledged, a read answered) until each
 //! subscriber with a live lease acknowledged the keys up to that index. The compute node serves
 //! a shard's rows from its cache only while it holds a live lease from each of the shard's
 //! data members, and drops its cache whenever a lease lapsed or a member granted a new one.
@@ -65,6 +66,9 @@ pub struct Invalidation {
     pub through: LogIndex,
     /// The shard-level keys written by the entries.
     pub keys: Vec<Vec<u8>>,
+    /// Drop every cached row: the member became primary, and the old primary may have
+    /// committed entries it never delivered.
+    pub drop_all: bool,
 }
 
 /// A client's request to a compute node.

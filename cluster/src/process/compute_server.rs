@@ -459,6 +459,9 @@ impl Shared {
 
     fn apply(&self, invalidation: &Invalidation) {
         let seq = self.invalidation_seq.fetch_add(1, Ordering::SeqCst) + 1;
+        if invalidation.drop_all && !self.unsafe_skip_invalidation {
+            self.cache.clear();
+        }
         for key in &invalidation.keys {
             match decode_key(key) {
                 Ok((table, value)) => self.cache.apply_invalidation(

@@ -256,9 +256,14 @@ impl Host for ProcessHost {
         }
         // Committed entries go to the compute nodes before any answer can expose them.
         if let (Some(leases), Some(replica)) = (&self.shared.leases, member.as_replica()) {
+            let record = replica.record();
             let committed = replica.commit_index();
             let published = leases.published();
-            if committed > published {
+            if record.primary != self.shared.id {
+                // A mirror publishes nothing; it makes its subscribers drop all on promotion.
+            } else if leases.primary_epoch() != Some(record.epoch) {
+                leases.became_primary(record.epoch, committed);
+            } else if committed > published {
                 let log = &replica.durable().log;
                 let keys = (published + 1..=committed)
                     .filter_map(|index| log.get(index).map(|entry| entry.key.clone()))
