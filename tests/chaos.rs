@@ -39,8 +39,8 @@ use common::{helios_binary, repository, run_bounded, BUILD_BOUND};
 use helios_checker::check::{check_file, CheckOptions, Report};
 use helios_checker::Verdict;
 use helios_cluster::process::{
-    docker_available, pick_free_ports, DockerClusterSpec, DockerShardsSpec, LocalClusterSpec,
-    Ports, DOCKER_NODES,
+    docker_available, pick_free_ports, ComputeClient, DockerCluster, DockerClusterSpec,
+    DockerShards, DockerShardsSpec, LocalClusterSpec, Ports, DOCKER_NODES,
 };
 use helios_workload::client::RunProgress;
 use helios_workload::replicated::runner::{run_replicated_on, StartReplicaTarget};
@@ -669,4 +669,150 @@ fn node_added_during_a_partition() {
         faults,
     };
     against_processes_and_docker(scenario);
+}
+
+/// The longest a write may wait for a paused compute node: its lease (500 ms), with room for a
+/// loaded machine.
+const LEASE_HOLD_BOUND: Duration = Duration::from_secs(2);
+
+async fn value_through(compute: &ComputeClient, id: i64) -> i64 {
+    let result = compute
+        .query(&format!("SELECT value FROM data WHERE id = {id}"))
+        .await
+        .unwrap_or_else(|error| panic!("read {id} through {}: {error}", compute.addr()));
+    assert_eq!(result.rows.len(), 1, "row {id} through {}", compute.addr());
+    result.rows[0].get::<i64>("value")
+}
+
+/// Polls, every 50 ms up to `bound`, until every compute node holds its cache leases from every
+/// data node of the `shards` shards.
+async fn wait_for_leases(computes: &[ComputeClient], shards: usize, bound: Duration) {
+    let deadline = std::time::Instant::now() + bound;
+    for compute in computes {
+        loop {
+            match compute.status().await {
+                Ok(status) if status.cacheable_shards.len() == shards => break,
+                other => assert!(
+                    std::time::Instant::now() < deadline,
+                    "{}: no leases within {bound:?}: {other:?}",
+                    compute.addr()
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[test]
+#[ignore = "chaos suite: real containers, ~1 min; cargo test --test chaos -- --ignored"]
+fn compute_nodes_in_docker_keep_caches_fresh_through_kills_and_pauses() {
+    // The compose file's compute nodes c0 and c1 over one shard's containers, with the metadata
+    // group's containers for the table's schema: a write through one leaves no stale row in the
+    // other's cache, also after `docker kill` of the shard's primary; a `docker pause`d compute
+    // node holds writes for at most its lease, and serves fresh rows once unpaused. (The same on
+    // processes: bin/tests/compute_leases.rs and the cache workload on processes.)
+    if let Err(reason) = docker_ready() {
+        eprintln!("compute nodes in Docker: SKIPPED: {reason}");
+        return;
+    }
+    let _serial = serial();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(async {
+        let project = format!("helios-chaos-compute-{}", std::process::id());
+        let startup = Duration::from_secs(60);
+        let metadata = DockerCluster::up(DockerClusterSpec {
+            compose_file: repository().join("docker/docker-compose.yml"),
+            project: project.clone(),
+            image: "helios:local".to_owned(),
+            ports: pick_free_ports(DOCKER_NODES).expect("free ports"),
+        })
+        .expect("metadata containers");
+        let mut shards = DockerShards::up(DockerShardsSpec {
+            compose_file: repository().join("docker/docker-compose.yml"),
+            project: format!("{project}-shards"),
+            image: "helios:local".to_owned(),
+            shard_ports: pick_free_ports(3).expect("free ports"),
+            compute_ports: pick_free_ports(2).expect("free ports"),
+            metadata_network: Some(metadata.network()),
+        })
+        .expect("shard and compute containers");
+        let computes: Vec<ComputeClient> = shards
+            .compute_addresses()
+            .into_iter()
+            .map(|addr| ComputeClient::new(addr, Duration::from_secs(10)))
+            .collect();
+        wait_for_leases(&computes, 1, startup).await;
+        let (c0, c1) = (&computes[0], &computes[1]);
+        // The schema goes to the metadata group, which may still be electing.
+        let deadline = std::time::Instant::now() + startup;
+        while let Err(error) = c0.create_table("data", "id").await {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "create table: {error}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        c0.execute("INSERT INTO data (id, value) VALUES (1, 1)")
+            .await
+            .expect("insert");
+
+        // CACHE-001 on containers: no sleep between the update and the check.
+        assert_eq!(value_through(c0, 1).await, 1);
+        assert!(c0.cache_contains(1).await.expect("status"));
+        c1.execute("UPDATE data SET value = 999 WHERE id = 1")
+            .await
+            .expect("update");
+        assert!(!c0.cache_contains(1).await.expect("status"));
+        assert_eq!(value_through(c0, 1).await, 999);
+
+        // docker kill of the primary: the mirror takes over, and c0's cached row is replaced.
+        let client = shards.shard_client(Duration::from_secs(2));
+        let mut primary = None;
+        let deadline = std::time::Instant::now() + startup;
+        while primary.is_none() {
+            assert!(std::time::Instant::now() < deadline, "no primary");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            for member in [0, 1] {
+                if client
+                    .status(0, member)
+                    .await
+                    .is_ok_and(|status| status.is_primary)
+                {
+                    primary = Some(member);
+                }
+            }
+        }
+        let primary = primary.expect("a primary");
+        assert!(c0.cache_contains(1).await.expect("status"));
+        shards.kill(primary).expect("docker kill");
+        c1.execute("UPDATE data SET value = 2 WHERE id = 1")
+            .await
+            .expect("an update after the primary's kill");
+        assert_eq!(value_through(c0, 1).await, 2);
+        shards.start(primary).expect("docker start");
+        wait_for_leases(&computes, 1, startup).await;
+        assert_eq!(value_through(c0, 1).await, 2);
+
+        // docker pause of c0: a write through c1 waits at most for c0's lease to end.
+        shards.pause_compute(0).expect("docker pause");
+        let started = std::time::Instant::now();
+        c1.execute("UPDATE data SET value = 3 WHERE id = 1")
+            .await
+            .expect("an update with c0 paused");
+        let held = started.elapsed();
+        eprintln!("compute nodes in Docker: a write with c0 paused took {held:?}");
+        assert!(held < LEASE_HOLD_BOUND, "the write was held {held:?}");
+        shards.unpause_compute(0).expect("docker unpause");
+        assert_eq!(
+            value_through(c0, 1).await,
+            3,
+            "c0 serves the row written while paused"
+        );
+        drop(shards);
+        drop(metadata);
+    });
 }

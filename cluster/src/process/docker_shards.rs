@@ -56,6 +56,8 @@ pub struct DockerShards {
     paused: BTreeSet<NodeId>,
     /// Members killed and not started since.
     killed: BTreeSet<NodeId>,
+    /// Compute nodes paused and not unpaused since.
+    paused_compute: BTreeSet<usize>,
     /// Whether dropping the cluster removes it.
     down_on_drop: bool,
 }
@@ -86,6 +88,7 @@ impl DockerShards {
             spec,
             paused: BTreeSet::new(),
             killed: BTreeSet::new(),
+            paused_compute: BTreeSet::new(),
             down_on_drop: true,
         };
         // A project left over by a run that was killed would hold the names.
@@ -110,6 +113,7 @@ impl DockerShards {
             spec,
             paused: BTreeSet::new(),
             killed: BTreeSet::new(),
+            paused_compute: BTreeSet::new(),
             down_on_drop: false,
         }
     }
@@ -243,6 +247,32 @@ impl DockerShards {
         Ok(())
     }
 
+    /// `docker pause` of compute node `c`.
+    pub fn pause_compute(&mut self, c: usize) -> Result<(), DockerError> {
+        self.check_compute(c)?;
+        tracing::warn!(compute = c, "docker pause");
+        self.docker(&["pause", &self.compute_container(c)])?;
+        self.paused_compute.insert(c);
+        Ok(())
+    }
+
+    /// `docker unpause` of compute node `c`.
+    pub fn unpause_compute(&mut self, c: usize) -> Result<(), DockerError> {
+        self.check_compute(c)?;
+        tracing::warn!(compute = c, "docker unpause");
+        self.docker(&["unpause", &self.compute_container(c)])?;
+        self.paused_compute.remove(&c);
+        Ok(())
+    }
+
+    fn check_compute(&self, c: usize) -> Result<(), DockerError> {
+        if c < self.spec.compute_ports.len() {
+            Ok(())
+        } else {
+            Err(DockerError::Spec(format!("no compute node {c}")))
+        }
+    }
+
     /// Whether `member` was paused and not unpaused since.
     pub fn is_paused(&self, member: NodeId) -> bool {
         self.paused.contains(&member)
@@ -286,6 +316,9 @@ impl DockerShards {
     pub fn down(&mut self) -> Result<(), DockerError> {
         for member in std::mem::take(&mut self.paused) {
             let _ = self.docker(&["unpause", &self.container(member)]);
+        }
+        for c in std::mem::take(&mut self.paused_compute) {
+            let _ = self.docker(&["unpause", &self.compute_container(c)]);
         }
         self.down_on_drop = false;
         self.compose(&["down", "--volumes", "--timeout", "5"])
@@ -350,6 +383,7 @@ mod tests {
             spec: spec(6),
             paused: BTreeSet::new(),
             killed: BTreeSet::new(),
+            paused_compute: BTreeSet::new(),
             down_on_drop: false,
         };
         assert_eq!(cluster.shard_count(), 2);
