@@ -21,7 +21,9 @@ use super::client::{execute_cache_op, CACHE_TABLE};
 use super::config::{TxnRunConfig, TxnWorkload};
 use super::generator::TxnOp;
 use super::process_nemesis::{run_process_nemesis, CacheProcesses, PROCESS_NEMESIS_KINDS};
-use super::runner::{final_reads, header_with_nodes, run_clients, ClientShared, TxnRunOutcome};
+use super::runner::{
+    final_reads, header_with_nodes, run_clients, ClientShared, Driven, TxnRunOutcome,
+};
 use super::sql_node::{compute_node_name, ProcessComputeNode};
 use crate::client::RunProgress;
 use crate::error::WorkloadError;
@@ -136,26 +138,7 @@ pub async fn run_cache_on_processes(
     let result = drive(config, &processes, &history_path, progress).await;
     tracing::info!("cache run on processes: stopping them");
     processes.stop().await;
-    let driven = result?;
-    Ok(TxnRunOutcome {
-        run_dir,
-        history_path,
-        n_events: driven.n_events,
-        n_faults_planned: driven.n_faults_planned,
-        nemesis: driven.nemesis,
-        n_ok_healed: driven.n_ok_healed,
-        final_reads: driven.final_reads,
-        wall_time: wall_start.elapsed(),
-    })
-}
-
-/// What [`drive`] leaves for the outcome.
-struct Driven {
-    n_events: usize,
-    n_faults_planned: usize,
-    nemesis: super::nemesis::TxnNemesisReport,
-    n_ok_healed: u64,
-    final_reads: (usize, usize),
+    Ok(result?.outcome(run_dir, history_path, wall_start))
 }
 
 async fn drive(

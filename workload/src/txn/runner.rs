@@ -140,25 +140,37 @@ pub async fn run_txn(
     let result = drive(config, &cluster, &history_path, progress).await;
     tracing::info!("compute run: shutting the cluster down");
     let _ = tokio::time::timeout(Duration::from_secs(15), cluster.shutdown()).await;
-    let driven = result?;
-    Ok(TxnRunOutcome {
-        run_dir,
-        history_path,
-        n_events: driven.n_events,
-        n_faults_planned: driven.n_faults_planned,
-        nemesis: driven.nemesis,
-        n_ok_healed: driven.n_ok_healed,
-        final_reads: driven.final_reads,
-        wall_time: wall_start.elapsed(),
-    })
+    Ok(result?.outcome(run_dir, history_path, wall_start))
 }
 
-struct Driven {
-    n_events: usize,
-    n_faults_planned: usize,
-    nemesis: TxnNemesisReport,
-    n_ok_healed: u64,
-    final_reads: (usize, usize),
+/// What driving a run (in process or on processes) leaves for its outcome.
+pub(super) struct Driven {
+    pub(super) n_events: usize,
+    pub(super) n_faults_planned: usize,
+    pub(super) nemesis: TxnNemesisReport,
+    pub(super) n_ok_healed: u64,
+    pub(super) final_reads: (usize, usize),
+}
+
+impl Driven {
+    /// The run's outcome, with its wall time counted from `wall_start`.
+    pub(super) fn outcome(
+        self,
+        run_dir: PathBuf,
+        history_path: PathBuf,
+        wall_start: Instant,
+    ) -> TxnRunOutcome {
+        TxnRunOutcome {
+            run_dir,
+            history_path,
+            n_events: self.n_events,
+            n_faults_planned: self.n_faults_planned,
+            nemesis: self.nemesis,
+            n_ok_healed: self.n_ok_healed,
+            final_reads: self.final_reads,
+            wall_time: wall_start.elapsed(),
+        }
+    }
 }
 
 async fn drive(
