@@ -243,6 +243,14 @@ pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         })?
 }
 
+/// Binds a listener on `addr`; with the address it is bound to (the port the kernel picked for
+/// port 0).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr).await?;
+    let local_addr = listener.local_addr()?;
+    Ok((listener, local_addr))
+}
+
 /// The bounds of a server.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServeOptions {

@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -175,19 +174,13 @@ impl ComputeServer {
                 "no metadata nodes given".to_string(),
             ));
         }
-        let listener =
-            TcpListener::bind(config.listen)
+        let (listener, local_addr) =
+            tcp::bind(config.listen)
                 .await
                 .map_err(|source| ComputeServerError::Bind {
                     addr: config.listen,
                     source,
                 })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| ComputeServerError::Bind {
-                addr: config.listen,
-                source,
-            })?;
         let names: Vec<(StorageNodeId, String)> = members
             .keys()
             .map(|&shard| (shard_node(shard), format!("shard_{shard}")))

@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use super::protocol::{
@@ -141,19 +140,13 @@ impl NodeServer {
         }
         let storage = DurableStorage::open_dir(&config.data_dir)?;
         let pristine = storage.is_pristine();
-        let listener =
-            TcpListener::bind(config.listen)
+        let (listener, local_addr) =
+            tcp::bind(config.listen)
                 .await
                 .map_err(|source| NodeServerError::Bind {
                     addr: config.listen,
                     source,
                 })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| NodeServerError::Bind {
-                addr: config.listen,
-                source,
-            })?;
         let transport = TcpTransport::new(
             config.id,
             config.peers.clone(),

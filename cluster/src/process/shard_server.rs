@@ -16,7 +16,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -319,19 +318,13 @@ impl MemberServer {
                 crate::replication::runtime::Durable::Witness(stored.witness_durable(initial))
             }
         };
-        let listener =
-            TcpListener::bind(config.listen)
+        let (listener, local_addr) =
+            tcp::bind(config.listen)
                 .await
                 .map_err(|source| MemberServerError::Bind {
                     addr: config.listen,
                     source,
                 })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| MemberServerError::Bind {
-                addr: config.listen,
-                source,
-            })?;
         let clock = Clock::new();
         let member = Member::recover(
             config.id,

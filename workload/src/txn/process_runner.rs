@@ -192,17 +192,14 @@ async fn drive(
         },
     )
     .await;
-    drop(shared);
-    let recorder = Arc::into_inner(recorder)
-        .expect("every client and the nemesis have finished, so the recorder has one owner");
-    let events = recorder.finish()?;
-    Ok(Driven {
-        n_events: events.len(),
+    Driven::finish(
+        shared,
+        recorder,
         n_faults_planned,
         nemesis,
         n_ok_healed,
         final_reads,
-    })
+    )
 }
 
 /// Waits (bounded) until the processes serve: a metadata leader, a primary per shard, every

@@ -145,14 +145,37 @@ pub async fn run_txn(
 
 /// What driving a run (in process or on processes) leaves for its outcome.
 pub(super) struct Driven {
-    pub(super) n_events: usize,
-    pub(super) n_faults_planned: usize,
-    pub(super) nemesis: TxnNemesisReport,
-    pub(super) n_ok_healed: u64,
-    pub(super) final_reads: (usize, usize),
+    n_events: usize,
+    n_faults_planned: usize,
+    nemesis: TxnNemesisReport,
+    n_ok_healed: u64,
+    final_reads: (usize, usize),
 }
 
 impl Driven {
+    /// Closes the history once every client (`shared`) and the nemesis are done, and counts
+    /// its events.
+    pub(super) fn finish(
+        shared: ClientShared,
+        recorder: Arc<Recorder>,
+        n_faults_planned: usize,
+        nemesis: TxnNemesisReport,
+        n_ok_healed: u64,
+        final_reads: (usize, usize),
+    ) -> Result<Self, WorkloadError> {
+        drop(shared);
+        let recorder = Arc::into_inner(recorder)
+            .expect("every client and the nemesis have finished, so the recorder has one owner");
+        let events = recorder.finish()?;
+        Ok(Self {
+            n_events: events.len(),
+            n_faults_planned,
+            nemesis,
+            n_ok_healed,
+            final_reads,
+        })
+    }
+
     /// The run's outcome, with its wall time counted from `wall_start`.
     pub(super) fn outcome(
         self,
@@ -234,17 +257,14 @@ async fn drive(
         },
     )
     .await;
-    drop(shared);
-    let recorder = Arc::into_inner(recorder)
-        .expect("every client and the nemesis have finished, so the recorder has one owner");
-    let events = recorder.finish()?;
-    Ok(Driven {
-        n_events: events.len(),
+    Driven::finish(
+        shared,
+        recorder,
         n_faults_planned,
         nemesis,
         n_ok_healed,
         final_reads,
-    })
+    )
 }
 
 /// Creates the workload's table; the bank also opens its accounts.
