@@ -114,10 +114,15 @@ impl ComputeClient {
 
     /// Runs one statement.
     pub async fn query(&self, sql: &str) -> Result<QueryResult, ComputeClientError> {
-        match self
-            .client(ComputeClientRequest::Sql(sql.to_string()))
-            .await?
-        {
+        self.statement(ComputeClientRequest::Sql(sql.to_string()))
+            .await
+    }
+
+    async fn statement(
+        &self,
+        request: ComputeClientRequest,
+    ) -> Result<QueryResult, ComputeClientError> {
+        match self.client(request).await? {
             ComputeClientReply::Rows {
                 rows,
                 rows_affected,
@@ -158,6 +163,20 @@ impl ComputeClient {
         }
     }
 
+    /// Opens a transaction on the node (read committed): its writes stay invisible to every
+    /// other statement until [`ComputeTransaction::commit`], which applies them on every shard
+    /// or on none.
+    pub async fn begin(&self) -> Result<ComputeTransaction, ComputeClientError> {
+        match self.client(ComputeClientRequest::Begin).await? {
+            ComputeClientReply::Began { handle, id } => Ok(ComputeTransaction {
+                client: self.clone(),
+                handle,
+                id,
+            }),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
     /// Whether any table's row under `key` is in the node's cache.
     pub async fn cache_contains<K: ToSqlValue>(&self, key: K) -> Result<bool, ComputeClientError> {
         let key = WireValue::from(&key.to_sql_value());
@@ -178,6 +197,68 @@ impl ComputeClient {
         {
             ComputeReply::Admin(status) => Ok(status),
             other => Err(self.unexpected(&other)),
+        }
+    }
+}
+
+/// A transaction open on one compute node (the seed's `begin_transaction`); it ends with
+/// [`Self::commit`] or [`Self::rollback`]. Dropped open, it holds its locks until a writer
+/// that waits on them presumes it abandoned ([`super::ABANDON_AFTER`]) and aborts it.
+#[derive(Clone, Debug)]
+pub struct ComputeTransaction {
+    client: ComputeClient,
+    handle: u64,
+    id: String,
+}
+
+impl ComputeTransaction {
+    /// The node's handle of the transaction.
+    pub fn handle(&self) -> u64 {
+        self.handle
+    }
+
+    /// The transaction's id: its commit record is `txn/<id>` in the metadata group.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Runs one statement inside the transaction.
+    pub async fn query(&self, sql: &str) -> Result<QueryResult, ComputeClientError> {
+        self.client
+            .statement(ComputeClientRequest::InTransaction {
+                txn: self.handle,
+                sql: sql.to_string(),
+            })
+            .await
+    }
+
+    /// Runs one write inside the transaction (the same as [`Self::query`]).
+    pub async fn execute(&self, sql: &str) -> Result<QueryResult, ComputeClientError> {
+        self.query(sql).await
+    }
+
+    /// Commits: every write becomes visible, on every shard it touched, or none does. Returns
+    /// the shards the transaction wrote or locked rows on.
+    pub async fn commit(self) -> Result<Vec<usize>, ComputeClientError> {
+        match self
+            .client
+            .client(ComputeClientRequest::Commit(self.handle))
+            .await?
+        {
+            ComputeClientReply::Committed { shards } => Ok(shards),
+            other => Err(self.client.unexpected(&other)),
+        }
+    }
+
+    /// Rolls back: no write of the transaction ever becomes visible.
+    pub async fn rollback(self) -> Result<(), ComputeClientError> {
+        match self
+            .client
+            .client(ComputeClientRequest::Rollback(self.handle))
+            .await?
+        {
+            ComputeClientReply::RolledBack => Ok(()),
+            other => Err(self.client.unexpected(&other)),
         }
     }
 }

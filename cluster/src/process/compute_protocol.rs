@@ -85,6 +85,20 @@ pub enum ComputeClientRequest {
     },
     /// Whether any table's row under `key` is in this node's cache.
     CacheContains(WireValue),
+    /// Opens a transaction on this node (read committed); answered with its handle.
+    Begin,
+    /// One statement inside the open transaction `txn`: its writes stay invisible to others
+    /// until it commits; `SELECT ... FOR UPDATE` locks the row.
+    InTransaction {
+        /// The handle [`ComputeClientReply::Began`] gave.
+        txn: u64,
+        /// The statement.
+        sql: String,
+    },
+    /// Commits transaction `txn` on every shard it wrote, or on none.
+    Commit(u64),
+    /// Rolls transaction `txn` back; none of its writes ever becomes visible.
+    Rollback(u64),
 }
 
 /// The answer to a [`ComputeClientRequest`].
@@ -101,6 +115,20 @@ pub enum ComputeClientReply {
     Created,
     /// The answer to [`ComputeClientRequest::CacheContains`].
     Cached(bool),
+    /// A transaction is open.
+    Began {
+        /// What later requests name it by.
+        handle: u64,
+        /// Its id: its commit record is `txn/<id>` in the metadata group.
+        id: String,
+    },
+    /// The transaction committed; `shards` lists the shards it wrote or locked rows on.
+    Committed {
+        /// The participants, in order.
+        shards: Vec<usize>,
+    },
+    /// The transaction was rolled back.
+    RolledBack,
 }
 
 /// Why a compute node refused or failed a request.
@@ -136,6 +164,11 @@ pub struct ComputeStatus {
     /// The shards whose rows the node may serve from its cache now (a live lease from each
     /// data member).
     pub cacheable_shards: Vec<usize>,
+    /// Transactions open on the node now.
+    pub open_transactions: usize,
+    /// Transactions of other nodes that this node found abandoned (their locks held for
+    /// [`super::compute_server::ABANDON_AFTER`] while it waited) and aborted.
+    pub aborted_abandoned: u64,
 }
 
 /// A compute node's answer, of the kind of its request.

@@ -24,6 +24,11 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+mod cells;
+
+pub use cells::ABANDON_AFTER;
+use cells::{Mutation, Transactions};
+
 use super::client::{ClientOptions, MetadataClient};
 use super::compute_protocol::{
     ComputeAdminRequest, ComputeClientReply, ComputeClientRequest, ComputeFailure, ComputeReply,
@@ -36,8 +41,7 @@ use crate::net::tcp::{self, ServeOptions};
 use crate::replication::ReplicationError;
 use crate::sharding::{hash_bytes, HashRing, StorageNodeId};
 use crate::sql::{
-    apply_assignments, bind_row, parse_statement, AssignValue, Projection, Row, SqlStatement,
-    SqlValue,
+    apply_assignments, bind_row, parse_statement, Projection, Row, SqlStatement, SqlValue,
 };
 use crate::storage::remote::WireValue;
 
@@ -140,6 +144,12 @@ struct Shared {
     leases: Mutex<BTreeMap<(usize, NodeId), HeldLease>>,
     schemas: Mutex<BTreeMap<String, String>>,
     invalidation_seq: AtomicU64,
+    /// Tells this run's transaction ids from an earlier run's.
+    incarnation: u64,
+    transactions: Mutex<Transactions>,
+    aborted_abandoned: AtomicU64,
+    /// Cells this node wrote, for their tags.
+    cell_writes: AtomicU64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -211,6 +221,10 @@ impl ComputeServer {
             leases: Mutex::new(BTreeMap::new()),
             schemas: Mutex::new(BTreeMap::new()),
             invalidation_seq: AtomicU64::new(0),
+            incarnation: incarnation(),
+            transactions: Mutex::new(Transactions::default()),
+            aborted_abandoned: AtomicU64::new(0),
+            cell_writes: AtomicU64::new(0),
         });
         let mut tasks = Vec::new();
         for &(shard, member) in config.shards.keys() {
@@ -411,7 +425,8 @@ impl Shared {
         Ok(())
     }
 
-    /// The committed row of `table` under `key`, from the cache when its leases allow.
+    /// The committed row of `table` under `key`, from the cache when its leases allow; a
+    /// row no transaction locks fills the cache.
     async fn read_row(
         &self,
         table: &str,
@@ -426,28 +441,12 @@ impl Shared {
                 return Ok(Some(row));
             }
         }
-        let row = self.read_row_from_storage(table, key, deadline).await?;
-        if let (true, Some(row)) = (self.cacheable(shard), &row) {
+        let stored = self.read_cell(shard, &bytes, deadline).await?;
+        let row = self.visible(&stored, None).await?;
+        if let (true, true, Some(row)) = (self.cacheable(shard), stored.is_settled(), &row) {
             self.cache.fill(table, key, row.clone(), stamp);
         }
         Ok(row)
-    }
-
-    async fn write_row(
-        &self,
-        table: &str,
-        key: &SqlValue,
-        row: &Row,
-        deadline: Instant,
-    ) -> Result<(), ComputeFailure> {
-        let bytes = row_key(table, key)?;
-        let value = encode_row(row)?;
-        let shard = self.shard_of(&bytes);
-        self.on_primary(shard, deadline, |member| {
-            self.storage.write_at(shard, member, &bytes, &value)
-        })
-        .await?;
-        Ok(())
     }
 
     fn apply(&self, invalidation: &Invalidation) {
@@ -469,8 +468,10 @@ impl Shared {
         }
     }
 
-    async fn sql(&self, sql: &str) -> Result<ComputeClientReply, ComputeFailure> {
+    /// Runs one statement, inside open transaction `txn` or on its own.
+    async fn sql(&self, sql: &str, txn: Option<u64>) -> Result<ComputeClientReply, ComputeFailure> {
         let deadline = Instant::now() + self.statement_timeout;
+        let txn_id = txn.map(|handle| self.txn_id(handle)).transpose()?;
         let statement = parse_statement(sql).map_err(|error| definite(error.to_string()))?;
         if statement.n_params() > 0 {
             return Err(definite("parameters are not taken over TCP".to_string()));
@@ -482,12 +483,6 @@ impl Shared {
                 filter,
                 for_update,
             } => {
-                if for_update {
-                    return Err(definite(
-                        "FOR UPDATE needs a transaction, which compute processes do not run"
-                            .to_string(),
-                    ));
-                }
                 let shard_key = self.shard_key(&table).await?;
                 let key = match filter {
                     Some((column, operand)) if column == shard_key => operand.bind(&[]),
@@ -500,6 +495,15 @@ impl Shared {
                 };
                 let row = if key == SqlValue::Null {
                     None
+                } else if for_update && txn.is_some() {
+                    self.mutate(&table, &key, txn, deadline, |_| Ok(Mutation::Lock))
+                        .await?
+                } else if let Some(txn_id) = &txn_id {
+                    let bytes = row_key(&table, &key)?;
+                    let stored = self
+                        .read_cell(self.shard_of(&bytes), &bytes, deadline)
+                        .await?;
+                    self.visible(&stored, Some(txn_id)).await?
                 } else {
                     self.read_row(&table, &key, deadline).await?
                 };
@@ -522,9 +526,11 @@ impl Shared {
                         }
                         Some(key) => key.clone(),
                     };
-                    self.write_row(&table, &key, &row, deadline)
-                        .await
-                        .map_err(|failure| after_some(failure, inserted))?;
+                    self.mutate(&table, &key, txn, deadline, |_| {
+                        Ok(Mutation::Put(row.clone()))
+                    })
+                    .await
+                    .map_err(|failure| after_some(failure, inserted))?;
                     inserted += 1;
                 }
                 Ok(ComputeClientReply::Rows {
@@ -543,55 +549,44 @@ impl Shared {
                         "updates are by shard key ({table}.{shard_key} = value)"
                     )));
                 }
-                let mut bound = Vec::with_capacity(assignments.len());
-                for (target, assign) in &assignments {
-                    if !matches!(assign, AssignValue::Set(_)) {
-                        return Err(definite(format!(
-                            "{target}: a compute process takes only `column = value`; \
-                             shards have no conditional write, so an expression could lose \
-                             a concurrent update"
-                        )));
-                    }
-                    if *target == shard_key {
-                        return Err(definite(format!("the shard key {target} cannot change")));
-                    }
-                    bound.push((target.clone(), assign.bind(&[])));
+                if assignments.iter().any(|(target, _)| *target == shard_key) {
+                    return Err(definite(format!("the shard key {shard_key} cannot change")));
                 }
+                let bound: Vec<_> = assignments
+                    .iter()
+                    .map(|(target, assign)| (target.clone(), assign.bind(&[])))
+                    .collect();
                 let key = operand.bind(&[]);
-                let Some(mut row) = self.read_row_from_storage(&table, &key, deadline).await?
-                else {
-                    return Ok(ComputeClientReply::Rows {
-                        rows: Vec::new(),
-                        rows_affected: 0,
-                    });
-                };
-                apply_assignments(&mut row, &bound, None)
-                    .map_err(|error| definite(error.to_string()))?;
-                self.write_row(&table, &key, &row, deadline).await?;
+                // The update reads and replaces the row by compare-and-set, so an expression
+                // (`c = c + 1`) never loses a concurrent update.
+                let seen = self
+                    .mutate(&table, &key, txn, deadline, |seen| {
+                        let Some(row) = seen else {
+                            return Ok(Mutation::Nothing);
+                        };
+                        let mut row = row.clone();
+                        apply_assignments(&mut row, &bound, None)
+                            .map_err(|error| definite(error.to_string()))?;
+                        Ok(Mutation::Put(row))
+                    })
+                    .await?;
                 Ok(ComputeClientReply::Rows {
                     rows: Vec::new(),
-                    rows_affected: 1,
+                    rows_affected: u64::from(seen.is_some()),
                 })
             }
         }
     }
+}
 
-    /// The row as storage has it now, bypassing the cache (the base of an update).
-    async fn read_row_from_storage(
-        &self,
-        table: &str,
-        key: &SqlValue,
-        deadline: Instant,
-    ) -> Result<Option<Row>, ComputeFailure> {
-        let bytes = row_key(table, key)?;
-        let shard = self.shard_of(&bytes);
-        let stored = self
-            .on_primary(shard, deadline, |member| {
-                self.storage.read_linearizable(shard, member, &bytes)
-            })
-            .await?;
-        stored.map(|bytes| decode_row(&bytes)).transpose()
-    }
+/// A number no earlier run of a node on this machine used: the start time in nanoseconds,
+/// mixed with the process id.
+fn incarnation() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos());
+    // Truncation keeps the fast-moving low bits, which is all an id needs.
+    (nanos as u64) ^ (u64::from(std::process::id()) << 48)
 }
 
 fn definite(message: String) -> ComputeFailure {
@@ -624,21 +619,17 @@ fn decode_key(bytes: &[u8]) -> Result<(String, SqlValue), postcard::Error> {
     Ok((table, SqlValue::from(key)))
 }
 
-fn encode_row(row: &Row) -> Result<Vec<u8>, ComputeFailure> {
-    let wire: Vec<(&str, WireValue)> = row
-        .iter()
-        .map(|(column, value)| (column.as_str(), WireValue::from(value)))
-        .collect();
-    postcard::to_stdvec(&wire).map_err(|error| definite(format!("encode row: {error}")))
+/// A row as cells hold it.
+fn row_to_wire(row: &Row) -> Vec<(String, WireValue)> {
+    row.iter()
+        .map(|(column, value)| (column.clone(), WireValue::from(value)))
+        .collect()
 }
 
-fn decode_row(bytes: &[u8]) -> Result<Row, ComputeFailure> {
-    let wire: Vec<(String, WireValue)> = postcard::from_bytes(bytes)
-        .map_err(|error| definite(format!("a stored row does not decode: {error}")))?;
-    Ok(wire
-        .into_iter()
-        .map(|(column, value)| (column, SqlValue::from(value)))
-        .collect())
+fn row_from_wire(wire: &[(String, WireValue)]) -> Row {
+    wire.iter()
+        .map(|(column, value)| (column.clone(), SqlValue::from(value.clone())))
+        .collect()
 }
 
 fn rows_reply(row: Option<&Row>, projection: &Projection) -> ComputeClientReply {
@@ -687,13 +678,27 @@ fn status(shared: &Shared) -> ComputeStatus {
             .copied()
             .filter(|&shard| shared.cacheable(shard))
             .collect(),
+        open_transactions: lock(&shared.transactions).n_open(),
+        aborted_abandoned: shared.aborted_abandoned.load(Ordering::SeqCst),
     }
 }
 
 async fn handle(shared: &Shared, request: ComputeRequest) -> ComputeReply {
     match request {
         ComputeRequest::Client(request) => ComputeReply::Client(match request {
-            ComputeClientRequest::Sql(sql) => shared.sql(&sql).await,
+            ComputeClientRequest::Sql(sql) => shared.sql(&sql, None).await,
+            ComputeClientRequest::Begin => shared
+                .begin()
+                .map(|(handle, id)| ComputeClientReply::Began { handle, id }),
+            ComputeClientRequest::InTransaction { txn, sql } => shared.sql(&sql, Some(txn)).await,
+            ComputeClientRequest::Commit(txn) => shared
+                .commit(txn)
+                .await
+                .map(|shards| ComputeClientReply::Committed { shards }),
+            ComputeClientRequest::Rollback(txn) => shared
+                .rollback(txn)
+                .await
+                .map(|()| ComputeClientReply::RolledBack),
             ComputeClientRequest::CreateTable { table, shard_key } => shared
                 .create_table(&table, &shard_key)
                 .await
@@ -727,9 +732,7 @@ mod tests {
             ("name".to_string(), SqlValue::Text("x".to_string())),
             ("gone".to_string(), SqlValue::Null),
         ]);
-        let bytes = encode_row(&row).expect("encodes");
-        assert_eq!(decode_row(&bytes).expect("decodes"), row);
-        assert!(decode_row(&[0xff, 0xff, 0xff]).is_err());
+        assert_eq!(row_from_wire(&row_to_wire(&row)), row);
     }
 
     #[test]

@@ -28,8 +28,8 @@ pub use client::{
     call_once, AdminClient, AdminError, CallError, ClientError, ClientOptions, MetadataClient,
     Served,
 };
-pub use compute_client::{ComputeClient, ComputeClientError};
-pub use compute_server::{ComputeConfig, ComputeServer, ComputeServerError};
+pub use compute_client::{ComputeClient, ComputeClientError, ComputeTransaction};
+pub use compute_server::{ComputeConfig, ComputeServer, ComputeServerError, ABANDON_AFTER};
 pub use docker_cluster::{
     build_image, docker_available, run_bounded, DockerCluster, DockerClusterSpec, DockerError,
     COMPOSE_BOUND, CONTAINER_PORT, DOCKER_COMMAND_BOUND, DOCKER_NODES, SPARE_NODE,

@@ -21,7 +21,7 @@ use super::shard_protocol::{
 };
 use crate::metadata::NodeId;
 use crate::net::tcp::{FrameOptions, TcpError};
-use crate::replication::{LogIndex, ReplicationError};
+use crate::replication::{LogIndex, ReplicationError, WriteCondition};
 
 /// Where each member of each shard listens: `(shard, member id) -> host:port`.
 pub type MemberAddrs = BTreeMap<(usize, NodeId), String>;
@@ -97,9 +97,24 @@ impl ShardClient {
         key: &[u8],
         value: &[u8],
     ) -> Result<LogIndex, ReplicationError> {
+        self.write_if(shard, node, key, value, WriteCondition::Always)
+            .await
+    }
+
+    /// Like [`ShardClient::write_at`], appended only if `key`'s latest value on the primary
+    /// meets `condition` (else [`ReplicationError::ConditionFailed`] with that value).
+    pub async fn write_if(
+        &self,
+        shard: usize,
+        node: NodeId,
+        key: &[u8],
+        value: &[u8],
+        condition: WriteCondition,
+    ) -> Result<LogIndex, ReplicationError> {
         let request = ShardClientRequest::Write {
             key: key.to_vec(),
             value: value.to_vec(),
+            condition,
         };
         match self.client(shard, node, request).await? {
             ShardClientReply::Written(index) => Ok(index),

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::compute_protocol::Lease;
 use super::protocol::PeerRefusal;
 use crate::metadata::NodeId;
-use crate::replication::{EpochRecord, LogIndex, Message, ReplicationError};
+use crate::replication::{EpochRecord, LogIndex, Message, ReplicationError, WriteCondition};
 
 /// A request to a shard member process.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -54,6 +54,8 @@ pub enum ShardClientRequest {
         key: Vec<u8>,
         /// The value.
         value: Vec<u8>,
+        /// What the key's latest value must be (a compare-and-set when not `Always`).
+        condition: WriteCondition,
     },
     /// A linearizable read (primary with a lease).
     Read {

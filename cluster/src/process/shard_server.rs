@@ -560,7 +560,15 @@ async fn handle_client(
                 None => Err(ReplicationError::WitnessHoldsNoData { node }),
             };
         }
-        ShardClientRequest::Write { key, value } => ClientOp::Write { key, value },
+        ShardClientRequest::Write {
+            key,
+            value,
+            condition,
+        } => ClientOp::Write {
+            key,
+            value,
+            condition,
+        },
         ShardClientRequest::Read { key } => ClientOp::Read { key },
         ShardClientRequest::ForcePromotion => ClientOp::ForcePromotion,
     };

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::error::ReplicationError;
 use super::log::ReplicaLog;
-use super::message::{Epoch, EpochRecord, LogIndex, Message};
+use super::message::{Epoch, EpochRecord, LogIndex, Message, WriteCondition};
 use super::node::ReplicaNode;
 use super::options::ProtocolOptions;
 use super::protocol::ReplicaDurable;
@@ -500,6 +500,7 @@ impl ReplicationCluster {
         let op = || ClientOp::Write {
             key: key.to_vec(),
             value: value.to_vec(),
+            condition: WriteCondition::Always,
         };
         self.route(shard, op).await.map(|served| Served {
             value: match served.value {

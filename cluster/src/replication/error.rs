@@ -92,6 +92,12 @@ pub enum ReplicationError {
         /// The id given.
         node: NodeId,
     },
+    /// A conditional write found another latest value for its key; nothing was written.
+    #[error("the key's value is not the one the write expected")]
+    ConditionFailed {
+        /// The key's latest value on the primary (`None`: never written).
+        current: Option<Vec<u8>>,
+    },
     /// The caller named a shard the cluster does not have.
     #[error("no shard {shard} in a cluster of {shards}")]
     UnknownShard {
@@ -138,6 +144,7 @@ mod tests {
             ReplicationError::Overloaded { pending: 9 },
             ReplicationError::NodeDown { node: 0 },
             ReplicationError::WitnessHoldsNoData { node: 2 },
+            ReplicationError::ConditionFailed { current: None },
         ];
         assert!(definite.iter().all(|e| !e.outcome_is_unknown()));
         let unknown = [

@@ -125,6 +125,22 @@ pub enum Message {
     },
 }
 
+/// What a write requires of its key's latest value on the primary: the value of the newest entry
+/// for the key in the primary's log, acknowledged or not, else the applied value.
+///
+/// Judging against unacknowledged entries is sound because the log is a prefix order: a
+/// conditional entry appended after a pending one survives a failover only if the pending one
+/// does, so it never takes effect on a value that did not.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteCondition {
+    /// Write whatever the value is.
+    #[default]
+    Always,
+    /// Write only if the latest value is this one (`None`: the key was never written);
+    /// otherwise refuse with [`ReplicationError::ConditionFailed`], appending nothing.
+    IfCurrent(Option<Vec<u8>>),
+}
+
 /// Something that happens to a member, fed to its `step` method.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -145,6 +161,8 @@ pub enum Event {
         key: Vec<u8>,
         /// The value to write.
         value: Vec<u8>,
+        /// What the key's latest value must be for the write to be appended.
+        condition: WriteCondition,
     },
     /// A client asks this node for a linearizable read.
     ClientRead {

@@ -18,7 +18,9 @@ pub mod witness;
 
 pub use cluster::{ReplicationCluster, ReplicationOptions, Served, ShardMembers, StorageCluster};
 pub use error::ReplicationError;
-pub use message::{Action, Entry, Epoch, EpochRecord, Event, LogIndex, Message, Millis};
+pub use message::{
+    Action, Entry, Epoch, EpochRecord, Event, LogIndex, Message, Millis, WriteCondition,
+};
 pub use node::ReplicaNode;
 pub use options::{ProtocolOptions, Timing};
 pub use protocol::{Replica, ReplicaDurable, Role};

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::ReplicationError;
-use super::message::{EpochRecord, LogIndex};
+use super::message::{EpochRecord, LogIndex, WriteCondition};
 use super::protocol::Role;
 use super::runtime::{ClientOp, ClientOutput, Kind, NodeShared};
 use crate::metadata::NodeId;
@@ -55,9 +55,21 @@ impl ReplicaNode {
 
     /// Like [`ReplicaNode::write`], returning the log index of the acknowledged write.
     pub async fn write_at(&self, key: &[u8], value: &[u8]) -> Result<LogIndex, ReplicationError> {
+        self.write_if(key, value, WriteCondition::Always).await
+    }
+
+    /// Like [`ReplicaNode::write_at`], appended only if `key`'s latest value meets `condition`
+    /// (else [`ReplicationError::ConditionFailed`] with that value).
+    pub async fn write_if(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        condition: WriteCondition,
+    ) -> Result<LogIndex, ReplicationError> {
         let op = ClientOp::Write {
             key: key.to_vec(),
             value: value.to_vec(),
+            condition,
         };
         match self.shared.call(op, self.request_timeout).await? {
             ClientOutput::Written(index) => Ok(index),

@@ -20,6 +20,7 @@ use super::error::ReplicationError;
 use super::log::{KvState, ReplicaLog};
 use super::message::{
     Action, Epoch, EpochRecord, Event, LogIndex, Message, Millis, ReplicateOutcome, RequestId,
+    WriteCondition,
 };
 use super::options::ProtocolOptions;
 use crate::metadata::NodeId;
@@ -214,6 +215,19 @@ impl Replica {
         }
     }
 
+    /// The newest value of `key` in this replica's log, applied or not: what a conditional
+    /// write on the primary is judged against.
+    fn latest(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let applied = self.kv.applied_index();
+        let log = &self.durable.log;
+        (applied + 1..=log.last_index())
+            .rev()
+            .filter_map(|index| log.get(index))
+            .find(|entry| entry.key == key)
+            .map(|entry| Some(entry.value.clone()))
+            .unwrap_or_else(|| self.kv.get(key))
+    }
+
     /// Handles one event at `now_ms` and returns what the runtime must do.
     pub fn step(&mut self, now_ms: Millis, event: Event) -> Vec<Action> {
         let mut out = Vec::new();
@@ -224,7 +238,8 @@ impl Replica {
                 request,
                 key,
                 value,
-            } => self.on_write(now_ms, request, key, value, &mut out),
+                condition,
+            } => self.on_write(now_ms, request, key, value, condition, &mut out),
             Event::ClientRead { request, key } => {
                 let result = if self.role() != Role::Primary {
                     Err(self.not_primary())
@@ -254,6 +269,7 @@ impl Replica {
         request: RequestId,
         key: Vec<u8>,
         value: Vec<u8>,
+        condition: WriteCondition,
         out: &mut Vec<Action>,
     ) {
         let refusal = if self.role() != Role::Primary {
@@ -267,7 +283,13 @@ impl Replica {
                 pending: self.pending.len(),
             })
         } else {
-            None
+            match condition {
+                WriteCondition::Always => None,
+                WriteCondition::IfCurrent(expected) => {
+                    let current = self.latest(&key);
+                    (current != expected).then_some(ReplicationError::ConditionFailed { current })
+                }
+            }
         };
         if let Some(error) = refusal {
             out.push(Action::WriteDone {

@@ -12,7 +12,9 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::disk::{MemberDisk, MemberDiskError};
 use super::error::ReplicationError;
-use super::message::{Action, EpochRecord, Event, LogIndex, Message, Millis, RequestId};
+use super::message::{
+    Action, EpochRecord, Event, LogIndex, Message, Millis, RequestId, WriteCondition,
+};
 use super::options::ProtocolOptions;
 use super::protocol::{Replica, ReplicaDurable};
 use super::witness::{Witness, WitnessDurable};
@@ -148,8 +150,14 @@ impl Durable {
 /// A client's request to one node.
 #[derive(Debug)]
 pub(crate) enum ClientOp {
-    Write { key: Vec<u8>, value: Vec<u8> },
-    Read { key: Vec<u8> },
+    Write {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        condition: WriteCondition,
+    },
+    Read {
+        key: Vec<u8>,
+    },
     ForcePromotion,
 }
 
@@ -420,12 +428,17 @@ pub(crate) async fn drive<H: Host>(
         let request = next_request;
         next_request += 1;
         match call.op {
-            ClientOp::Write { key, value } => {
+            ClientOp::Write {
+                key,
+                value,
+                condition,
+            } => {
                 replies.insert(request, call.reply);
                 Event::ClientWrite {
                     request,
                     key,
                     value,
+                    condition,
                 }
             }
             ClientOp::Read { key } => {

@@ -148,12 +148,23 @@ impl Harness {
     }
 
     fn write(&mut self, id: NodeId, key: &str, value: &str) -> RequestId {
+        self.write_if(id, key, value, WriteCondition::Always)
+    }
+
+    fn write_if(
+        &mut self,
+        id: NodeId,
+        key: &str,
+        value: &str,
+        condition: WriteCondition,
+    ) -> RequestId {
         let request = self.next_request;
         self.next_request += 1;
         let event = Event::ClientWrite {
             request,
             key: key.as_bytes().to_vec(),
             value: value.as_bytes().to_vec(),
+            condition,
         };
         self.step(id, event);
         self.deliver_all();
@@ -214,6 +225,44 @@ fn a_write_is_acknowledged_only_after_the_mirror_appended_it() {
     assert_eq!(h.writes.get(&request), Some(&Ok(1)));
     assert_eq!(h.replica(MIRROR).local_read(b"k"), value("v1"));
     assert_eq!(h.read(PRIMARY, "k"), Ok(value("v1")));
+}
+
+#[test]
+fn a_conditional_write_is_judged_against_the_newest_entry_even_before_it_is_acknowledged() {
+    let mut h = Harness::new(ProtocolOptions::default());
+    let first = h.write_if(PRIMARY, "k", "v1", WriteCondition::IfCurrent(None));
+    assert_eq!(h.writes.get(&first), Some(&Ok(1)));
+    let stale = h.write_if(PRIMARY, "k", "v2", WriteCondition::IfCurrent(None));
+    assert_eq!(
+        h.writes.get(&stale),
+        Some(&Err(ReplicationError::ConditionFailed {
+            current: value("v1")
+        }))
+    );
+    assert_eq!(
+        h.replica(PRIMARY).last_index(),
+        1,
+        "a refused write appends nothing"
+    );
+    // With the mirror cut off, v2 waits unacknowledged; a write expecting v1 is refused, one
+    // expecting v2 is appended behind it.
+    h.cut(PRIMARY, MIRROR);
+    let pending = h.write_if(PRIMARY, "k", "v2", WriteCondition::IfCurrent(value("v1")));
+    assert!(!h.writes.contains_key(&pending));
+    let on_old = h.write_if(PRIMARY, "k", "v3", WriteCondition::IfCurrent(value("v1")));
+    assert_eq!(
+        h.writes.get(&on_old),
+        Some(&Err(ReplicationError::ConditionFailed {
+            current: value("v2")
+        }))
+    );
+    let on_pending = h.write_if(PRIMARY, "k", "v3", WriteCondition::IfCurrent(value("v2")));
+    h.blocked.clear();
+    h.advance(30);
+    assert_eq!(h.writes.get(&pending), Some(&Ok(2)));
+    assert_eq!(h.writes.get(&on_pending), Some(&Ok(3)));
+    assert_eq!(h.read(PRIMARY, "k"), Ok(value("v3")));
+    assert_eq!(h.replica(MIRROR).local_read(b"k"), value("v3"));
 }
 
 #[test]

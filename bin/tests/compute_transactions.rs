@@ -1,0 +1,300 @@
+//! Cross-shard transactions on compute node processes over replicated shards of processes: a
+//! commit shows every write on every shard and a rollback none; an open transaction's writes
+//! are invisible to every other statement; concurrent read-modify-writes through two compute
+//! nodes lose nothing; a coordinator killed before its commit record never shows its writes
+//! and never blocks a row for long; one killed after its record shows them all.
+
+mod support;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use helios_cluster::process::{
+    compute_process, ClientOptions, ComputeClient, ComputeClientError, ABANDON_AFTER,
+};
+use support::{run, serial, value_of, Cluster};
+
+async fn count(compute: &ComputeClient, id: i64) -> i64 {
+    let result = compute
+        .query(&format!("SELECT COUNT(*) AS cnt FROM data WHERE id = {id}"))
+        .await
+        .expect("count");
+    result.rows[0].get::<i64>("cnt")
+}
+
+#[test]
+fn a_commit_shows_every_write_on_every_shard_and_a_rollback_none() {
+    let _serial = serial();
+    run(async {
+        let cluster = Cluster::start(3, 2, &[]).await;
+        let (writer, reader) = (cluster.compute(0), cluster.compute(1));
+        let tx = writer.begin().await.expect("begin");
+        for id in 1..=12 {
+            tx.execute(&format!(
+                "INSERT INTO data (id, value) VALUES ({id}, {})",
+                id * 100
+            ))
+            .await
+            .expect("insert in the transaction");
+        }
+        let shards = tx.commit().await.expect("commit");
+        assert_eq!(
+            shards,
+            vec![0, 1, 2],
+            "twelve rows land on all three shards"
+        );
+        for id in 1..=12 {
+            assert_eq!(
+                value_of(&reader, id).await,
+                id * 100,
+                "row {id} after commit"
+            );
+        }
+
+        let tx = writer.begin().await.expect("begin");
+        for id in 21..=32 {
+            tx.execute(&format!("INSERT INTO data (id, value) VALUES ({id}, 1)"))
+                .await
+                .expect("insert in the transaction");
+        }
+        tx.execute("UPDATE data SET value = 0 WHERE id = 1")
+            .await
+            .expect("update in the transaction");
+        tx.rollback().await.expect("rollback");
+        for id in 21..=32 {
+            assert_eq!(count(&reader, id).await, 0, "row {id} after rollback");
+        }
+        assert_eq!(value_of(&reader, 1).await, 100, "the rolled-back update");
+        // The rollback left no lock: a plain write goes through at once.
+        let started = Instant::now();
+        reader
+            .execute("UPDATE data SET value = 5 WHERE id = 1")
+            .await
+            .expect("update after the rollback");
+        assert!(started.elapsed() < ABANDON_AFTER, "row 1 was still locked");
+    });
+}
+
+#[test]
+fn an_open_transactions_writes_are_invisible_until_it_commits() {
+    let _serial = serial();
+    run(async {
+        let cluster = Cluster::start(2, 2, &[]).await;
+        let (first, second) = (cluster.compute(0), cluster.compute(1));
+        first
+            .execute("INSERT INTO data (id, value) VALUES (2, 20)")
+            .await
+            .expect("insert");
+        let tx1 = first.begin().await.expect("begin");
+        tx1.execute("INSERT INTO data (id, value) VALUES (1, 100)")
+            .await
+            .expect("insert");
+        tx1.execute("UPDATE data SET value = value + 1 WHERE id = 2")
+            .await
+            .expect("update");
+        let own = tx1
+            .query("SELECT value FROM data WHERE id = 2")
+            .await
+            .expect("read own write");
+        assert_eq!(
+            own.rows[0].get::<i64>("value"),
+            21,
+            "a transaction reads its writes"
+        );
+
+        let tx2 = second.begin().await.expect("begin");
+        let dirty = tx2
+            .query("SELECT value FROM data WHERE id = 1")
+            .await
+            .expect("read");
+        assert!(dirty.rows.is_empty(), "an uncommitted insert was read");
+        for reader in [&first, &second] {
+            assert_eq!(count(reader, 1).await, 0, "an uncommitted insert was read");
+            assert_eq!(
+                value_of(reader, 2).await,
+                20,
+                "an uncommitted update was read"
+            );
+        }
+
+        tx1.commit().await.expect("commit");
+        let committed = tx2
+            .query("SELECT value FROM data WHERE id = 1")
+            .await
+            .expect("read");
+        assert_eq!(committed.rows.len(), 1);
+        assert_eq!(committed.rows[0].get::<i64>("value"), 100);
+        assert_eq!(value_of(&second, 2).await, 21);
+        tx2.commit().await.expect("a read-only commit");
+    });
+}
+
+/// Locks row 1, runs `increment` and commits, in one transaction; rolls back on a failure.
+async fn locked_increment(
+    compute: &ComputeClient,
+    increment: &str,
+) -> Result<(), ComputeClientError> {
+    let tx = compute.begin().await?;
+    let done = match tx
+        .query("SELECT value FROM data WHERE id = 1 FOR UPDATE")
+        .await
+    {
+        Ok(_) => tx.execute(increment).await.map(|_| ()),
+        Err(error) => Err(error),
+    };
+    match done {
+        Ok(()) => tx.commit().await.map(|_| ()),
+        Err(error) => {
+            // A statement's failure is definite: nothing of the transaction commits.
+            let _ = tx.rollback().await;
+            Err(error)
+        }
+    }
+}
+
+#[test]
+fn concurrent_increments_through_two_compute_nodes_lose_nothing() {
+    let _serial = serial();
+    run(async {
+        let cluster = Cluster::start(1, 2, &[]).await;
+        cluster
+            .compute(0)
+            .execute("INSERT INTO data (id, value) VALUES (1, 0)")
+            .await
+            .expect("insert");
+        // Acknowledged increments, and increments whose outcome is unknown.
+        let acknowledged = Arc::new(AtomicU64::new(0));
+        let unknown = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for worker in 0..6u32 {
+            let compute = cluster.compute(worker % 2);
+            let (acknowledged, unknown) = (Arc::clone(&acknowledged), Arc::clone(&unknown));
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..15 {
+                    let increment = "UPDATE data SET value = value + 1 WHERE id = 1";
+                    // Half the workers increment inside a transaction that locks the row.
+                    let outcome = if worker < 3 {
+                        compute.execute(increment).await.map(|_| ())
+                    } else {
+                        locked_increment(&compute, increment).await
+                    };
+                    match outcome {
+                        Ok(()) => acknowledged.fetch_add(1, Ordering::SeqCst),
+                        Err(error) if error.outcome_is_unknown() => {
+                            unknown.fetch_add(1, Ordering::SeqCst)
+                        }
+                        Err(_) => 0,
+                    };
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.expect("worker");
+        }
+        let acknowledged = acknowledged.load(Ordering::SeqCst);
+        let unknown = unknown.load(Ordering::SeqCst);
+        assert!(
+            acknowledged >= 45,
+            "only {acknowledged} of 90 increments succeeded"
+        );
+        let value = u64::try_from(value_of(&cluster.compute(1), 1).await).expect("a count");
+        assert!(
+            (acknowledged..=acknowledged + unknown).contains(&value),
+            "{acknowledged} increments acknowledged, {unknown} unknown, but the value is {value}"
+        );
+    });
+}
+
+#[test]
+fn a_coordinator_killed_before_its_record_never_shows_its_writes_nor_blocks_for_long() {
+    let _serial = serial();
+    run(async {
+        let mut cluster = Cluster::start(2, 2, &[]).await;
+        let (doomed, survivor) = (cluster.compute(0), cluster.compute(1));
+        survivor
+            .execute("INSERT INTO data (id, value) VALUES (1, 1), (2, 2)")
+            .await
+            .expect("insert");
+        let tx = doomed.begin().await.expect("begin");
+        tx.execute("UPDATE data SET value = 100 WHERE id = 1")
+            .await
+            .expect("update");
+        tx.execute("UPDATE data SET value = 200 WHERE id = 2")
+            .await
+            .expect("update");
+        cluster.cluster.kill(compute_process(0)).expect("kill");
+
+        assert_eq!(value_of(&survivor, 1).await, 1);
+        let started = Instant::now();
+        survivor
+            .execute("UPDATE data SET value = value + 10 WHERE id = 1")
+            .await
+            .expect("a write on a row the dead transaction locked");
+        let waited = started.elapsed();
+        assert!(
+            waited >= ABANDON_AFTER / 2,
+            "the lock was broken after only {waited:?}"
+        );
+        assert!(
+            waited < Duration::from_secs(3),
+            "the write waited {waited:?}"
+        );
+        assert_eq!(value_of(&survivor, 1).await, 11);
+        assert_eq!(value_of(&survivor, 2).await, 2);
+        let status = survivor.status().await.expect("status");
+        assert_eq!(
+            status.aborted_abandoned, 1,
+            "one abandoned transaction aborted"
+        );
+        let record = cluster
+            .cluster
+            .client(ClientOptions::default())
+            .read(&format!("txn/{}", tx.id()))
+            .await
+            .expect("record");
+        assert_eq!(record.as_deref(), Some("aborted"));
+    });
+}
+
+#[test]
+fn a_coordinator_killed_after_its_record_shows_every_write() {
+    let _serial = serial();
+    run(async {
+        let mut cluster = Cluster::start(2, 2, &[]).await;
+        let (doomed, survivor) = (cluster.compute(0), cluster.compute(1));
+        let tx = doomed.begin().await.expect("begin");
+        for id in 1..=6 {
+            tx.execute(&format!("INSERT INTO data (id, value) VALUES ({id}, {id})"))
+                .await
+                .expect("insert");
+        }
+        cluster.cluster.kill(compute_process(0)).expect("kill");
+        // The coordinator died the moment its record was written: write it for it.
+        let committed = cluster
+            .cluster
+            .client(ClientOptions::default())
+            .compare_and_set(&format!("txn/{}", tx.id()), None, "committed")
+            .await
+            .expect("record");
+        assert!(committed);
+        for id in 1..=6 {
+            assert_eq!(value_of(&survivor, id).await, id, "row {id}");
+        }
+        // A writer settles the intent from the record and goes on from the committed row.
+        let started = Instant::now();
+        survivor
+            .execute("UPDATE data SET value = value + 27 WHERE id = 3")
+            .await
+            .expect("update");
+        assert!(
+            started.elapsed() < ABANDON_AFTER,
+            "a decided intent held a writer"
+        );
+        assert_eq!(value_of(&survivor, 3).await, 30);
+        assert_eq!(
+            survivor.status().await.expect("status").aborted_abandoned,
+            0
+        );
+    });
+}

@@ -1,0 +1,609 @@
+//! How a compute node process stores rows and runs transactions on the replicated shards: each
+//! row is one register holding a cell (the committed row, and the intent of at most one open
+//! transaction), changed only by compare-and-set on the shard's primary; a transaction commits
+//! by one record in the metadata group, so it takes effect on every shard it wrote or on none.
+//!
+//! - A statement outside a transaction reads the committed row and replaces it with one
+//!   compare-and-set, so two concurrent read-modify-writes of one row never lose either.
+//! - A statement inside a transaction puts an intent in the cell (its row, or a lock only for
+//!   `SELECT ... FOR UPDATE`); the intent locks the row against every other writer. Readers see
+//!   the committed row, or the intent's row once the record says committed (read committed).
+//! - Commit writes `txn/<id> = committed` in the metadata group by compare-and-set, then moves
+//!   each intent into its cell's committed row; rollback writes `aborted` first, then drops
+//!   them. Whoever meets an intent settles it from the record.
+//! - A writer blocked by an intent whose transaction has no record for [`ABANDON_AFTER`] writes
+//!   `aborted` by compare-and-set: a coordinator that was killed never blocks a row for long,
+//!   and one that was only slow finds its commit refused, never half applied.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::{definite, lock, row_from_wire, row_key, row_to_wire, Shared};
+use crate::process::compute_protocol::ComputeFailure;
+use crate::replication::{ReplicationError, WriteCondition};
+use crate::sql::{Row, SqlValue};
+use crate::storage::remote::WireValue;
+
+/// How long a writer waits on another transaction's intent, with no commit record written,
+/// before it presumes that transaction abandoned and aborts it (as in process).
+pub const ABANDON_AFTER: Duration = Duration::from_secs(1);
+
+/// How often a blocked writer looks at the cell again.
+const BLOCKED_POLL: Duration = Duration::from_millis(10);
+
+/// How many decided transactions a node remembers (decisions never change, so forgetting one
+/// costs only a metadata read).
+const DECIDED_CAPACITY: usize = 65_536;
+
+/// Open transactions a node holds at once; `BEGIN` beyond it is refused.
+pub(super) const MAX_OPEN_TRANSACTIONS: usize = 10_000;
+
+const COMMITTED: &str = "committed";
+const ABORTED: &str = "aborted";
+
+type WireRow = Vec<(String, WireValue)>;
+
+/// A row's register.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Cell {
+    /// The committed row (`None`: no row).
+    committed: Option<WireRow>,
+    /// The open transaction that locks the row, if any.
+    intent: Option<Intent>,
+    /// Unique to the write that made the cell (the writing node's incarnation and a count), so
+    /// a compare-and-set that finds these very bytes knows an earlier attempt of its own wrote
+    /// them, not another writer that happened to write the same row.
+    tag: (u64, u64),
+}
+
+/// An open transaction's claim on a row.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Intent {
+    /// The transaction's id (its record is `txn/<id>` in the metadata group).
+    txn: String,
+    /// The row it writes if it commits; `None`: a lock only.
+    row: Option<WireRow>,
+}
+
+impl Cell {
+    fn decode(bytes: Option<&[u8]>) -> Result<Cell, ComputeFailure> {
+        bytes.map_or(Ok(Cell::default()), |bytes| {
+            postcard::from_bytes(bytes)
+                .map_err(|error| definite(format!("a stored row does not decode: {error}")))
+        })
+    }
+
+    fn encode(&self) -> Result<Vec<u8>, ComputeFailure> {
+        postcard::to_stdvec(self).map_err(|error| definite(format!("encode row: {error}")))
+    }
+
+    fn committed_row(&self) -> Option<Row> {
+        self.committed.as_deref().map(row_from_wire)
+    }
+
+    /// The row transaction `txn` sees: its own intent's row, else the committed row.
+    fn row_for(&self, txn: Option<&str>) -> Option<Row> {
+        match &self.intent {
+            Some(intent) if Some(intent.txn.as_str()) == txn => intent
+                .row
+                .as_deref()
+                .map(row_from_wire)
+                .or_else(|| self.committed_row()),
+            _ => self.committed_row(),
+        }
+    }
+
+    /// The cell once its intent's transaction is decided.
+    fn settled(&self, committed: bool) -> Cell {
+        let committed_row = match &self.intent {
+            Some(Intent { row: Some(row), .. }) if committed => Some(row.clone()),
+            _ => self.committed.clone(),
+        };
+        Cell {
+            committed: committed_row,
+            intent: None,
+            tag: (0, 0),
+        }
+    }
+
+    /// The intent of a transaction other than `txn`, if one locks the row.
+    fn foreign_intent(&self, txn: Option<&str>) -> Option<&Intent> {
+        self.intent
+            .as_ref()
+            .filter(|intent| Some(intent.txn.as_str()) != txn)
+    }
+}
+
+/// A row's register as read from its shard's primary: the bytes a compare-and-set expects, and
+/// the cell they hold.
+pub(super) struct Stored {
+    bytes: Option<Vec<u8>>,
+    cell: Cell,
+}
+
+impl Stored {
+    fn new(bytes: Option<Vec<u8>>) -> Result<Self, ComputeFailure> {
+        let cell = Cell::decode(bytes.as_deref())?;
+        Ok(Stored { bytes, cell })
+    }
+
+    /// Whether no transaction locks the row, so its committed row may be cached.
+    pub(super) fn is_settled(&self) -> bool {
+        self.cell.intent.is_none()
+    }
+}
+
+/// What a statement does to the row it sees.
+pub(super) enum Mutation {
+    /// Write this row.
+    Put(Row),
+    /// Leave the row as it is; inside a transaction, lock it (`SELECT ... FOR UPDATE`).
+    Lock,
+    /// Leave the row as it is and do not lock it (an `UPDATE` that matched no row).
+    Nothing,
+}
+
+/// How a transaction's record reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Decision {
+    Committed,
+    Aborted,
+    Pending,
+}
+
+/// A transaction open on this node.
+#[derive(Debug)]
+pub(super) struct OpenTxn {
+    /// Its id, unique across the node's restarts.
+    id: String,
+    /// The rows it put intents on (or may have: the write's outcome was unknown), by shard.
+    intents: BTreeSet<(usize, Vec<u8>)>,
+}
+
+/// The state of a node's transactions.
+#[derive(Debug, Default)]
+pub(super) struct Transactions {
+    open: HashMap<u64, OpenTxn>,
+    next: u64,
+    /// Decided transactions (`true`: committed).
+    decided: HashMap<String, bool>,
+}
+
+impl Transactions {
+    pub(super) fn n_open(&self) -> usize {
+        self.open.len()
+    }
+}
+
+fn record_key(txn: &str) -> String {
+    format!("txn/{txn}")
+}
+
+/// How a compare-and-set of a cell went.
+enum Put {
+    Written(Stored),
+    /// Another value was there; it is the current one.
+    Changed(Stored),
+}
+
+impl Shared {
+    /// The cell of `key` as the shard's primary has it now.
+    pub(super) async fn read_cell(
+        &self,
+        shard: usize,
+        key: &[u8],
+        deadline: Instant,
+    ) -> Result<Stored, ComputeFailure> {
+        let bytes = self
+            .on_primary(shard, deadline, |member| {
+                self.storage.read_linearizable(shard, member, key)
+            })
+            .await?;
+        Stored::new(bytes)
+    }
+
+    /// Replaces the cell `expected` holds by `cell`, if it still holds it.
+    async fn put_cell(
+        &self,
+        shard: usize,
+        key: &[u8],
+        expected: &Stored,
+        mut cell: Cell,
+        deadline: Instant,
+    ) -> Result<Put, ComputeFailure> {
+        cell.tag = (
+            self.incarnation,
+            self.cell_writes.fetch_add(1, Ordering::SeqCst),
+        );
+        let bytes = cell.encode()?;
+        let outcome = self
+            .on_primary(shard, deadline, |member| {
+                let condition = WriteCondition::IfCurrent(expected.bytes.clone());
+                let write = self.storage.write_if(shard, member, key, &bytes, condition);
+                async move {
+                    match write.await {
+                        Ok(_) => Ok(None),
+                        Err(ReplicationError::ConditionFailed { current }) => Ok(Some(current)),
+                        Err(error) => Err(error),
+                    }
+                }
+            })
+            .await?;
+        match outcome {
+            None => Ok(Put::Written(Stored {
+                bytes: Some(bytes),
+                cell,
+            })),
+            // An earlier attempt whose answer was lost did write it.
+            Some(current) if current.as_deref() == Some(bytes.as_slice()) => {
+                Ok(Put::Written(Stored {
+                    bytes: Some(bytes),
+                    cell,
+                }))
+            }
+            Some(current) => Ok(Put::Changed(Stored::new(current)?)),
+        }
+    }
+
+    /// What transaction `txn`'s record says.
+    async fn decision(&self, txn: &str) -> Result<Decision, ComputeFailure> {
+        if let Some(&committed) = lock(&self.transactions).decided.get(txn) {
+            return Ok(if committed {
+                Decision::Committed
+            } else {
+                Decision::Aborted
+            });
+        }
+        let record = self
+            .metadata
+            .read(&record_key(txn))
+            .await
+            .map_err(|error| definite(format!("transaction {txn}: metadata: {error}")))?;
+        let decision = match record.as_deref() {
+            Some(COMMITTED) => Decision::Committed,
+            Some(_) => Decision::Aborted,
+            None => Decision::Pending,
+        };
+        if decision != Decision::Pending {
+            self.remember(txn, decision == Decision::Committed);
+        }
+        Ok(decision)
+    }
+
+    fn remember(&self, txn: &str, committed: bool) {
+        let mut transactions = lock(&self.transactions);
+        if transactions.decided.len() >= DECIDED_CAPACITY {
+            transactions.decided.clear();
+        }
+        transactions.decided.insert(txn.to_string(), committed);
+    }
+
+    /// Records `decision` for `txn` unless a record is there already; what the record says
+    /// after.
+    async fn decide(&self, txn: &str, decision: &str) -> Result<Decision, ComputeFailure> {
+        let applied = self
+            .metadata
+            .compare_and_set(&record_key(txn), None, decision)
+            .await
+            .map_err(|error| ComputeFailure {
+                message: format!("transaction {txn}: record {decision}: {error}"),
+                outcome_unknown: error.outcome_is_unknown(),
+            })?;
+        if applied {
+            self.remember(txn, decision == COMMITTED);
+            return Ok(if decision == COMMITTED {
+                Decision::Committed
+            } else {
+                Decision::Aborted
+            });
+        }
+        self.decision(txn).await
+    }
+
+    /// The row `txn` (or a statement outside transactions) reads under `key`: its own intent,
+    /// else the committed row, or the row of an intent whose transaction committed.
+    pub(super) async fn visible(
+        &self,
+        stored: &Stored,
+        txn: Option<&str>,
+    ) -> Result<Option<Row>, ComputeFailure> {
+        if let Some(intent) = stored.cell.foreign_intent(txn) {
+            if self.decision(&intent.txn).await? == Decision::Committed {
+                return Ok(stored.cell.settled(true).committed_row());
+            }
+        }
+        Ok(stored.cell.row_for(txn))
+    }
+
+    /// Applies `mutation` to the row of `table` under `key` as `txn` (or outside transactions)
+    /// sees it, by compare-and-set until no one changed the cell in between; waits while
+    /// another transaction locks the row, and aborts that transaction once it looks
+    /// abandoned. Returns the row the mutation saw.
+    pub(super) async fn mutate<F>(
+        &self,
+        table: &str,
+        key: &SqlValue,
+        txn: Option<u64>,
+        deadline: Instant,
+        mutation: F,
+    ) -> Result<Option<Row>, ComputeFailure>
+    where
+        F: Fn(Option<&Row>) -> Result<Mutation, ComputeFailure>,
+    {
+        let bytes = row_key(table, key)?;
+        let shard = self.shard_of(&bytes);
+        let txn_id = match txn {
+            Some(handle) => Some(self.note_intent(handle, shard, &bytes)?),
+            None => None,
+        };
+        let txn_id = txn_id.as_deref();
+        let mut blocked: Option<(String, Instant)> = None;
+        let mut stored = self.read_cell(shard, &bytes, deadline).await?;
+        loop {
+            if let Some(intent) = stored.cell.foreign_intent(txn_id) {
+                let holder = intent.txn.clone();
+                let decision = match self.decision(&holder).await? {
+                    Decision::Pending => {
+                        let since = match &blocked {
+                            Some((txn, since)) if *txn == holder => *since,
+                            _ => {
+                                blocked = Some((holder.clone(), Instant::now()));
+                                Instant::now()
+                            }
+                        };
+                        if since.elapsed() < ABANDON_AFTER {
+                            if Instant::now() + BLOCKED_POLL >= deadline {
+                                return Err(definite(format!(
+                                    "{table} row {key}: locked by transaction {holder}"
+                                )));
+                            }
+                            tokio::time::sleep(BLOCKED_POLL).await;
+                            stored = self.read_cell(shard, &bytes, deadline).await?;
+                            continue;
+                        }
+                        let decision = self.decide(&holder, ABORTED).await?;
+                        if decision == Decision::Aborted {
+                            self.aborted_abandoned.fetch_add(1, Ordering::SeqCst);
+                            tracing::info!(node = self.id, txn = %holder, "aborted an abandoned transaction");
+                        }
+                        decision
+                    }
+                    decision => decision,
+                };
+                let settled = stored.cell.settled(decision == Decision::Committed);
+                stored = match self
+                    .put_cell(shard, &bytes, &stored, settled, deadline)
+                    .await?
+                {
+                    Put::Written(now) | Put::Changed(now) => now,
+                };
+                continue;
+            }
+            let seen = stored.cell.row_for(txn_id);
+            let cell = match (mutation(seen.as_ref())?, txn_id) {
+                (Mutation::Nothing, _) | (Mutation::Lock, None) => return Ok(seen),
+                (Mutation::Lock, Some(_)) if stored.cell.intent.is_some() => return Ok(seen),
+                (Mutation::Put(row), None) => Cell {
+                    committed: Some(row_to_wire(&row)),
+                    intent: None,
+                    tag: (0, 0),
+                },
+                (mutation, Some(txn)) => Cell {
+                    committed: stored.cell.committed.clone(),
+                    intent: Some(Intent {
+                        txn: txn.to_string(),
+                        row: match mutation {
+                            Mutation::Put(row) => Some(row_to_wire(&row)),
+                            // A lock keeps the transaction's own earlier write, if any.
+                            _ => stored.cell.intent.as_ref().and_then(|i| i.row.clone()),
+                        },
+                    }),
+                    tag: (0, 0),
+                },
+            };
+            match self
+                .put_cell(shard, &bytes, &stored, cell, deadline)
+                .await?
+            {
+                Put::Written(_) => return Ok(seen),
+                Put::Changed(now) => stored = now,
+            }
+        }
+    }
+
+    /// Opens a transaction: its handle and id.
+    pub(super) fn begin(&self) -> Result<(u64, String), ComputeFailure> {
+        let mut transactions = lock(&self.transactions);
+        if transactions.open.len() >= MAX_OPEN_TRANSACTIONS {
+            return Err(definite(format!(
+                "{MAX_OPEN_TRANSACTIONS} transactions are open on this node"
+            )));
+        }
+        transactions.next += 1;
+        let handle = transactions.next;
+        let id = format!("c{}.{:x}.{handle}", self.id, self.incarnation);
+        transactions.open.insert(
+            handle,
+            OpenTxn {
+                id: id.clone(),
+                intents: BTreeSet::new(),
+            },
+        );
+        Ok((handle, id))
+    }
+
+    /// The id of open transaction `handle`.
+    pub(super) fn txn_id(&self, handle: u64) -> Result<String, ComputeFailure> {
+        lock(&self.transactions)
+            .open
+            .get(&handle)
+            .map(|txn| txn.id.clone())
+            .ok_or_else(|| no_such_transaction(handle))
+    }
+
+    /// Notes that `handle` is about to put an intent on `key`; its id.
+    fn note_intent(&self, handle: u64, shard: usize, key: &[u8]) -> Result<String, ComputeFailure> {
+        let mut transactions = lock(&self.transactions);
+        let txn = transactions
+            .open
+            .get_mut(&handle)
+            .ok_or_else(|| no_such_transaction(handle))?;
+        txn.intents.insert((shard, key.to_vec()));
+        Ok(txn.id.clone())
+    }
+
+    /// Commits `handle`: its record first, then its intents; the shards it touched.
+    pub(super) async fn commit(&self, handle: u64) -> Result<Vec<usize>, ComputeFailure> {
+        let txn = lock(&self.transactions)
+            .open
+            .remove(&handle)
+            .ok_or_else(|| no_such_transaction(handle))?;
+        let shards: Vec<usize> = txn
+            .intents
+            .iter()
+            .map(|(shard, _)| *shard)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if txn.intents.is_empty() {
+            return Ok(shards);
+        }
+        match self.decide(&txn.id, COMMITTED).await? {
+            Decision::Committed => {
+                self.settle(&txn, true).await;
+                Ok(shards)
+            }
+            _ => {
+                self.settle(&txn, false).await;
+                Err(definite(format!(
+                    "transaction {} was aborted: a writer waiting on its locks for {:?} \
+                     presumed it abandoned",
+                    txn.id, ABANDON_AFTER
+                )))
+            }
+        }
+    }
+
+    /// Rolls `handle` back: its record says aborted, then its intents go.
+    pub(super) async fn rollback(&self, handle: u64) -> Result<(), ComputeFailure> {
+        let txn = lock(&self.transactions)
+            .open
+            .remove(&handle)
+            .ok_or_else(|| no_such_transaction(handle))?;
+        if txn.intents.is_empty() {
+            return Ok(());
+        }
+        // Only this node could commit it, and it no longer will: whatever the record says
+        // after this, the transaction did not commit.
+        let _ = self.decide(&txn.id, ABORTED).await?;
+        self.settle(&txn, false).await;
+        Ok(())
+    }
+
+    /// Moves `txn`'s intents out of their cells; a failure leaves the intent to whoever meets
+    /// it next, who settles it from the record.
+    async fn settle(&self, txn: &OpenTxn, committed: bool) {
+        let deadline = Instant::now() + self.statement_timeout;
+        for (shard, key) in &txn.intents {
+            let mut stored = match self.read_cell(*shard, key, deadline).await {
+                Ok(stored) => stored,
+                Err(error) => {
+                    tracing::warn!(node = self.id, txn = %txn.id, shard, %error, "intent left to be settled by others");
+                    continue;
+                }
+            };
+            while stored
+                .cell
+                .intent
+                .as_ref()
+                .is_some_and(|intent| intent.txn == txn.id)
+            {
+                let settled = stored.cell.settled(committed);
+                match self.put_cell(*shard, key, &stored, settled, deadline).await {
+                    Ok(Put::Written(_)) => break,
+                    Ok(Put::Changed(now)) => stored = now,
+                    Err(error) => {
+                        tracing::warn!(node = self.id, txn = %txn.id, shard, %error, "intent left to be settled by others");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn no_such_transaction(handle: u64) -> ComputeFailure {
+    definite(format!(
+        "no open transaction {handle} on this node (it ended, or the node restarted)"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(value: i64) -> Row {
+        [
+            ("id".to_string(), SqlValue::Int(1)),
+            ("value".to_string(), SqlValue::Int(value)),
+        ]
+        .into_iter()
+        .collect()
+    }
+
+    fn with_intent(committed: Option<i64>, txn: &str, intent: Option<i64>) -> Cell {
+        Cell {
+            committed: committed.map(|v| row_to_wire(&row(v))),
+            intent: Some(Intent {
+                txn: txn.to_string(),
+                row: intent.map(|v| row_to_wire(&row(v))),
+            }),
+            tag: (1, 2),
+        }
+    }
+
+    #[test]
+    fn an_intent_is_seen_only_by_its_own_transaction() {
+        let cell = with_intent(Some(1), "a", Some(2));
+        assert_eq!(cell.row_for(Some("a")), Some(row(2)));
+        assert_eq!(cell.row_for(Some("b")), Some(row(1)));
+        assert_eq!(cell.row_for(None), Some(row(1)));
+        let fresh = with_intent(None, "a", Some(2));
+        assert_eq!(
+            fresh.row_for(None),
+            None,
+            "an uncommitted insert is invisible"
+        );
+        let locked = with_intent(Some(1), "a", None);
+        assert_eq!(
+            locked.row_for(Some("a")),
+            Some(row(1)),
+            "a lock reads the committed row"
+        );
+    }
+
+    #[test]
+    fn settling_keeps_the_intent_only_when_committed() {
+        let cell = with_intent(Some(1), "a", Some(2));
+        assert_eq!(cell.settled(true).committed_row(), Some(row(2)));
+        assert_eq!(cell.settled(false).committed_row(), Some(row(1)));
+        assert_eq!(cell.settled(true).intent, None);
+        let locked = with_intent(Some(1), "a", None);
+        assert_eq!(locked.settled(true).committed_row(), Some(row(1)));
+        let inserted = with_intent(None, "a", Some(3));
+        assert_eq!(inserted.settled(false).committed_row(), None);
+    }
+
+    #[test]
+    fn cells_round_trip_and_a_foreign_value_is_refused() {
+        let cell = with_intent(Some(1), "c0.1f.7", Some(2));
+        let bytes = cell.encode().expect("encodes");
+        assert_eq!(Cell::decode(Some(&bytes)), Ok(cell));
+        assert_eq!(Cell::decode(None), Ok(Cell::default()));
+        assert!(Cell::decode(Some(&[0xff, 0xff, 0xff])).is_err());
+    }
+}
