@@ -78,6 +78,15 @@
 //!   after the seed's sleep.
 //! - The histories name compute nodes `c0`, `c1`, ...; every read and write of row `id` is a
 //!   register `data/<id>`.
+//!
+//! Seed section 5, "Distributed Transaction Tests" (TX-001 to TX-003), against the same compute
+//! node processes: `begin_transaction` is [`ComputeClient::begin`], and the transaction's
+//! `execute`, `query`, `commit` and `rollback` go over TCP to the node that opened it. Where
+//! this differs from the seed's `TestCluster`:
+//! - The seed's tables (`shard_0_table`, ..., `test`) are created by compute node 0, keyed by
+//!   `id`; rows are placed on shards by the ring, not by table, so TX-001 checks from the
+//!   commit's answer that its rows landed on at least two shards.
+//! - `TestCluster::new_test()` (TX-003) is three shards and two compute nodes.
 
 mod common;
 
@@ -1739,4 +1748,112 @@ async fn cache_002_cache_coherent_across_all_compute_nodes() {
     }
     stop_cluster(cluster);
     history.save_and_check();
+}
+
+/// Creates the seed's transaction tables through `compute`.
+async fn create_tables(compute: &ComputeClient, tables: &[&str]) {
+    for table in tables {
+        compute
+            .create_table(table, "id")
+            .await
+            .unwrap_or_else(|error| panic!("create table {table}: {error}"));
+    }
+}
+
+/// The `value` column of the only row `sql` returns.
+async fn single_value(compute: &ComputeClient, sql: &str) -> i64 {
+    let result = compute.query(sql).await.expect("query");
+    assert_eq!(result.rows.len(), 1, "{sql}");
+    result.rows[0].get::<i64>("value")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real processes, ~2 s; cargo test --test seed_on_processes -- --ignored"]
+async fn tx_001_cross_shard_transaction_commits_atomically() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    // Setup: storage_nodes(3), compute_nodes(1).
+    let (cluster, computes) = start_compute("tx-001", 3, 1).await;
+    let compute = &computes[0];
+    create_tables(
+        compute,
+        &["shard_0_table", "shard_1_table", "shard_2_table"],
+    )
+    .await;
+    let tx = compute.begin().await.expect("begin");
+    tx.execute("INSERT INTO shard_0_table (id, value) VALUES (1, 100)")
+        .await
+        .expect("insert");
+    tx.execute("INSERT INTO shard_1_table (id, value) VALUES (2, 200)")
+        .await
+        .expect("insert");
+    tx.execute("INSERT INTO shard_2_table (id, value) VALUES (3, 300)")
+        .await
+        .expect("insert");
+    let shards = tx.commit().await.expect("commit");
+    eprintln!("tx-001: the transaction wrote shards {shards:?}");
+    assert!(shards.len() >= 2, "a cross-shard transaction: {shards:?}");
+    for (table, id, value) in [
+        ("shard_0_table", 1, 100),
+        ("shard_1_table", 2, 200),
+        ("shard_2_table", 3, 300),
+    ] {
+        let sql = format!("SELECT value FROM {table} WHERE id = {id}");
+        assert_eq!(single_value(compute, &sql).await, value);
+    }
+    stop_cluster(cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real processes, ~2 s; cargo test --test seed_on_processes -- --ignored"]
+async fn tx_002_cross_shard_transaction_rolls_back_atomically() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    // Setup: storage_nodes(3), compute_nodes(1).
+    let (cluster, computes) = start_compute("tx-002", 3, 1).await;
+    let compute = &computes[0];
+    create_tables(compute, &["shard_0_table", "shard_1_table"]).await;
+    let tx = compute.begin().await.expect("begin");
+    tx.execute("INSERT INTO shard_0_table (id, value) VALUES (10, 1000)")
+        .await
+        .expect("insert");
+    tx.execute("INSERT INTO shard_1_table (id, value) VALUES (20, 2000)")
+        .await
+        .expect("insert");
+    tx.rollback().await.expect("rollback");
+    for (table, id) in [("shard_0_table", 10), ("shard_1_table", 20)] {
+        let sql = format!("SELECT COUNT(*) as cnt FROM {table} WHERE id = {id}");
+        let result = compute.query(&sql).await.expect("count");
+        assert_eq!(result.rows[0].get::<i64>("cnt"), 0, "{sql}");
+    }
+    stop_cluster(cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real processes, ~2 s; cargo test --test seed_on_processes -- --ignored"]
+async fn tx_003_read_committed_isolation_level() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    // Setup: `TestCluster::new_test()`: three shards and two compute nodes.
+    let (cluster, computes) = start_compute("tx-003", 3, 2).await;
+    create_tables(&computes[0], &["test"]).await;
+    // TX1: begin and write (uncommitted).
+    let tx1 = computes[0].begin().await.expect("begin");
+    tx1.execute("INSERT INTO test (id, value) VALUES (1, 100)")
+        .await
+        .expect("insert");
+    // TX2 does not see the uncommitted write.
+    let tx2 = computes[1].begin().await.expect("begin");
+    let result = tx2
+        .query("SELECT value FROM test WHERE id = 1")
+        .await
+        .expect("read");
+    assert_eq!(result.rows.len(), 0);
+    // TX1 commits; TX2's next query sees the committed write.
+    tx1.commit().await.expect("commit");
+    let result = tx2
+        .query("SELECT value FROM test WHERE id = 1")
+        .await
+        .expect("read");
+    assert_eq!(result.rows.len(), 1);
+    assert_eq!(result.rows[0].get::<i64>("value"), 100);
+    tx2.commit().await.expect("commit");
+    stop_cluster(cluster);
 }

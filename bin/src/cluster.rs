@@ -392,12 +392,15 @@ async fn compute_statuses(computes: &[(String, String, String)], n_shards: usize
                 let leased = s.cacheable_shards.len() == n_shards;
                 healthy &= leased;
                 format!(
-                    "{} rows cached, {} invalidations, {} cache drops, leases from {}/{} shards",
+                    "{} rows cached, {} invalidations, {} cache drops, leases from {}/{} shards, \
+                     {} transactions open, {} abandoned aborted",
                     s.cached_rows,
                     s.invalidations,
                     s.cache_drops,
                     s.cacheable_shards.len(),
-                    n_shards
+                    n_shards,
+                    s.open_transactions,
+                    s.aborted_abandoned
                 )
             }
             Err(error) => {

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use helios_cluster::process::{compute_process, ClusterManifest, ComputeClient};
+use helios_cluster::process::{
+    compute_process, ClusterManifest, ComputeClient, ComputeClientError,
+};
 
 use crate::docker::DockerManifest;
 
@@ -21,7 +23,15 @@ pub struct SqlArgs {
     /// Create TABLE keyed by COLUMN first (TABLE:COLUMN); may be repeated.
     #[arg(long, value_name = "TABLE:COLUMN")]
     create_table: Vec<String>,
-    /// The statements, run in order: point SELECTs, INSERTs and UPDATEs by shard key.
+    /// Run the statements in one transaction (read committed) and commit it: every write
+    /// becomes visible on every shard, or none does.
+    #[arg(long)]
+    transaction: bool,
+    /// With --transaction: roll the transaction back at the end instead of committing.
+    #[arg(long, requires = "transaction")]
+    rollback: bool,
+    /// The statements, run in order: point SELECTs (FOR UPDATE in a transaction), INSERTs and
+    /// UPDATEs by shard key.
     statements: Vec<String>,
 }
 
@@ -58,16 +68,26 @@ pub fn run(args: SqlArgs) -> anyhow::Result<i32> {
                 .with_context(|| format!("create table {table}"))?;
             println!("created {table} keyed by {column}");
         }
+        let transaction = if args.transaction {
+            let tx = client.begin().await.context("begin")?;
+            println!("transaction {}", tx.id());
+            Some(tx)
+        } else {
+            None
+        };
         for statement in &args.statements {
-            let result = match client.query(statement).await {
+            let result = match &transaction {
+                Some(tx) => tx.query(statement).await,
+                None => client.query(statement).await,
+            };
+            let result = match result {
                 Ok(result) => result,
                 Err(error) => {
-                    let outcome = if error.outcome_is_unknown() {
-                        "outcome unknown"
-                    } else {
-                        "not applied"
-                    };
-                    eprintln!("{statement}: {error} ({outcome})");
+                    eprintln!("{statement}: {error} ({})", outcome(&error, "not applied"));
+                    if let Some(tx) = transaction {
+                        tx.rollback().await.context("rollback")?;
+                        eprintln!("rolled back");
+                    }
                     return Ok(1);
                 }
             };
@@ -83,6 +103,29 @@ pub fn run(args: SqlArgs) -> anyhow::Result<i32> {
                 println!("{} rows affected", result.rows_affected);
             }
         }
+        match transaction {
+            Some(tx) if args.rollback => {
+                tx.rollback().await.context("rollback")?;
+                println!("rolled back");
+            }
+            Some(tx) => match tx.commit().await {
+                Ok(shards) => println!("committed on shards {shards:?}"),
+                Err(error) => {
+                    eprintln!("commit: {error} ({})", outcome(&error, "not committed"));
+                    return Ok(1);
+                }
+            },
+            None => {}
+        }
         Ok(0)
     })
+}
+
+/// What a failed call did: `definite` when it certainly did nothing.
+fn outcome(error: &ComputeClientError, definite: &'static str) -> &'static str {
+    if error.outcome_is_unknown() {
+        "outcome unknown"
+    } else {
+        definite
+    }
 }

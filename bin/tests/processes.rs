@@ -424,6 +424,36 @@ fn helios_cluster_up_status_and_down_manage_the_processes() {
         "{shown}"
     );
 
+    // SQL through the compute nodes: a committed transaction, and a rolled-back one.
+    let sql = |args: &[&str]| {
+        let mut all = vec!["sql", "--dir", dir_arg];
+        all.extend_from_slice(args);
+        let out = helios(&all);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let committed = sql(&[
+        "--create-table",
+        "t:id",
+        "--transaction",
+        "INSERT INTO t (id, value) VALUES (1, 10)",
+        "UPDATE t SET value = value + 5 WHERE id = 1",
+    ]);
+    assert!(committed.contains("committed on shards [0]"), "{committed}");
+    let rolled_back = sql(&[
+        "--transaction",
+        "--rollback",
+        "INSERT INTO t (id, value) VALUES (2, 20)",
+    ]);
+    assert!(rolled_back.contains("rolled back"), "{rolled_back}");
+    let read = sql(&[
+        "--compute",
+        "1",
+        "SELECT value FROM t WHERE id = 1",
+        "SELECT COUNT(*) AS cnt FROM t WHERE id = 2",
+    ]);
+    assert!(read.contains("value=15") && read.contains("cnt=0"), "{read}");
+
     let again = helios(&["cluster", "up", "--nodes", "3", "--dir", dir_arg]);
     assert_eq!(
         again.status.code(),
