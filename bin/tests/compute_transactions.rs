@@ -127,6 +127,16 @@ fn an_open_transactions_writes_are_invisible_until_it_commits() {
         assert_eq!(committed.rows[0].get::<i64>("value"), 100);
         assert_eq!(value_of(&second, 2).await, 21);
         tx2.commit().await.expect("a read-only commit");
+        let duplicate = second
+            .execute("INSERT INTO data (id, value) VALUES (1, 5)")
+            .await
+            .expect_err("an insert over a committed row");
+        assert!(
+            duplicate.to_string().contains("duplicate key"),
+            "{duplicate}"
+        );
+        assert!(!duplicate.outcome_is_unknown());
+        assert_eq!(value_of(&second, 1).await, 100);
     });
 }
 

@@ -452,7 +452,10 @@ fn helios_cluster_up_status_and_down_manage_the_processes() {
         "SELECT value FROM t WHERE id = 1",
         "SELECT COUNT(*) AS cnt FROM t WHERE id = 2",
     ]);
-    assert!(read.contains("value=15") && read.contains("cnt=0"), "{read}");
+    assert!(
+        read.contains("value=15") && read.contains("cnt=0"),
+        "{read}"
+    );
 
     let again = helios(&["cluster", "up", "--nodes", "3", "--dir", dir_arg]);
     assert_eq!(

@@ -526,8 +526,10 @@ impl Shared {
                         }
                         Some(key) => key.clone(),
                     };
-                    self.mutate(&table, &key, txn, deadline, |_| {
-                        Ok(Mutation::Put(row.clone()))
+                    self.mutate(&table, &key, txn, deadline, |seen| match seen {
+                        // As in process: a committed row, or the transaction's own, is there.
+                        Some(_) => Err(definite(format!("duplicate key {key} in table {table:?}"))),
+                        None => Ok(Mutation::Put(row.clone())),
                     })
                     .await
                     .map_err(|failure| after_some(failure, inserted))?;
