@@ -102,6 +102,10 @@ pub struct NodeArgs {
     /// them, so cached rows go stale (the checker must catch it).
     #[arg(long)]
     unsafe_skip_invalidation: bool,
+    /// Compute, a deliberately broken test aid: statements read other transactions'
+    /// uncommitted writes (dirty reads; the isolation checker must catch it).
+    #[arg(long)]
+    unsafe_dirty_reads: bool,
 }
 
 /// The data nodes of `--storage`, by (shard, member id).
@@ -212,8 +216,15 @@ fn listen_addr(args: &NodeArgs) -> anyhow::Result<SocketAddr> {
 }
 
 fn check_no_compute_flags(args: &NodeArgs) -> anyhow::Result<()> {
-    if args.storage.is_some() || args.advertise.is_some() || args.unsafe_skip_invalidation {
-        bail!("--storage, --advertise and --unsafe-skip-invalidation are for compute nodes");
+    if args.storage.is_some()
+        || args.advertise.is_some()
+        || args.unsafe_skip_invalidation
+        || args.unsafe_dirty_reads
+    {
+        bail!(
+            "--storage, --advertise, --unsafe-skip-invalidation and --unsafe-dirty-reads are \
+             for compute nodes"
+        );
     }
     Ok(())
 }
@@ -303,6 +314,7 @@ fn compute_config(args: &NodeArgs) -> anyhow::Result<ComputeConfig> {
     let mut config = ComputeConfig::new(id, listen, storage.0.clone(), args.peers.0.clone());
     config.advertise.clone_from(&args.advertise);
     config.unsafe_skip_invalidation = args.unsafe_skip_invalidation;
+    config.unsafe_dirty_reads = args.unsafe_dirty_reads;
     Ok(config)
 }
 

@@ -2,7 +2,8 @@
 //! commit shows every write on every shard and a rollback none; an open transaction's writes
 //! are invisible to every other statement; concurrent read-modify-writes through two compute
 //! nodes lose nothing; a coordinator killed before its commit record never shows its writes
-//! and never blocks a row for long; one killed after its record shows them all.
+//! and never blocks a row for long; one killed after its record shows them all; and a node in
+//! the deliberately broken dirty-reads mode shows an uncommitted write, so these tests can fail.
 
 mod support;
 
@@ -306,5 +307,25 @@ fn a_coordinator_killed_after_its_record_shows_every_write() {
             survivor.status().await.expect("status").aborted_abandoned,
             0
         );
+    });
+}
+
+#[test]
+fn a_compute_node_with_dirty_reads_shows_an_uncommitted_write() {
+    let _serial = serial();
+    run(async {
+        let cluster = Cluster::start(1, 2, &["--unsafe-dirty-reads"]).await;
+        let (first, second) = (cluster.compute(0), cluster.compute(1));
+        let tx = first.begin().await.expect("begin");
+        tx.execute("INSERT INTO data (id, value) VALUES (1, 100)")
+            .await
+            .expect("insert");
+        assert_eq!(
+            value_of(&second, 1).await,
+            100,
+            "the broken mode reads the uncommitted insert"
+        );
+        tx.rollback().await.expect("rollback");
+        assert_eq!(count(&second, 1).await, 0, "the rolled-back insert is gone");
     });
 }

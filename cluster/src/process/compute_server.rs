@@ -73,6 +73,9 @@ pub struct ComputeConfig {
     /// Test aid, deliberately unsafe (`--unsafe-skip-invalidation`): invalidations are
     /// acknowledged but not applied, so cached rows go stale.
     pub unsafe_skip_invalidation: bool,
+    /// Test aid, deliberately unsafe (`--unsafe-dirty-reads`): a statement reads the row of
+    /// another transaction's intent before that transaction commits, and caches it.
+    pub unsafe_dirty_reads: bool,
 }
 
 impl ComputeConfig {
@@ -96,6 +99,7 @@ impl ComputeConfig {
             lease_margin: Duration::from_millis(20),
             serve: ServeOptions::default(),
             unsafe_skip_invalidation: false,
+            unsafe_dirty_reads: false,
         }
     }
 }
@@ -132,6 +136,7 @@ struct Shared {
     statement_timeout: Duration,
     lease_margin: Duration,
     unsafe_skip_invalidation: bool,
+    unsafe_dirty_reads: bool,
     cache: RowCache,
     storage: ShardClient,
     /// A shorter-bounded client for lease renewals.
@@ -205,6 +210,7 @@ impl ComputeServer {
             statement_timeout: config.statement_timeout,
             lease_margin: config.lease_margin,
             unsafe_skip_invalidation: config.unsafe_skip_invalidation,
+            unsafe_dirty_reads: config.unsafe_dirty_reads,
             cache: RowCache::new(config.cache_capacity.max(1)),
             storage: ShardClient::new(config.shards.clone(), config.storage_call_timeout),
             lease_client: ShardClient::new(config.shards.clone(), config.renew_interval * 2),
@@ -249,6 +255,7 @@ impl ComputeServer {
             addr = %local_addr,
             shards = shared.members.len(),
             unsafe_skip_invalidation = config.unsafe_skip_invalidation,
+            unsafe_dirty_reads = config.unsafe_dirty_reads,
             "compute node serving"
         );
         Ok(Self {
@@ -443,7 +450,8 @@ impl Shared {
         }
         let stored = self.read_cell(shard, &bytes, deadline).await?;
         let row = self.visible(&stored, None).await?;
-        if let (true, true, Some(row)) = (self.cacheable(shard), stored.is_settled(), &row) {
+        let settled = stored.cacheable(self.unsafe_dirty_reads);
+        if let (true, true, Some(row)) = (self.cacheable(shard), settled, &row) {
             self.cache.fill(table, key, row.clone(), stamp);
         }
         Ok(row)

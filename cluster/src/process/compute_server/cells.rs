@@ -135,6 +135,12 @@ impl Stored {
     pub(super) fn is_settled(&self) -> bool {
         self.cell.intent.is_none()
     }
+
+    /// Whether a row read from this cell may be cached: it is settled, or a deliberately
+    /// broken node caches dirty rows too.
+    pub(super) fn cacheable(&self, unsafe_dirty_reads: bool) -> bool {
+        unsafe_dirty_reads || self.is_settled()
+    }
 }
 
 /// What a statement does to the row it sees.
@@ -312,7 +318,7 @@ impl Shared {
         txn: Option<&str>,
     ) -> Result<Option<Row>, ComputeFailure> {
         if let Some(intent) = stored.cell.foreign_intent(txn) {
-            if self.decision(&intent.txn).await? == Decision::Committed {
+            if self.unsafe_dirty_reads || self.decision(&intent.txn).await? == Decision::Committed {
                 return Ok(stored.cell.settled(true).committed_row());
             }
         }
