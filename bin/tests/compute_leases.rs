@@ -12,7 +12,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use helios_cluster::process::{compute_process, member_process};
-use support::{run, serial, value_of, Cluster, BOUND};
+use support::{micros, print_line, run, serial, value_of, Cluster, BOUND};
 
 /// Reads row `id` through compute node `reader` (caching it), updates it through `writer`,
 /// and returns what `reader` says right after the update was acknowledged: whether it still
@@ -168,22 +168,6 @@ fn after_a_failover_a_cached_row_is_never_older_than_the_new_primary_write() {
             .expect("leases again from both data nodes");
         assert_eq!(value_of(&reader, 1).await, 2);
     });
-}
-
-fn micros(elapsed: Duration) -> u64 {
-    u64::try_from(elapsed.as_micros())
-        .unwrap_or(u64::MAX)
-        .max(1)
-}
-
-fn print_line(name: &str, histogram: &hdrhistogram::Histogram<u64>) {
-    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
-    println!(
-        "{name:<52} n={:<6} p50={:>7.3} ms  p99={:>7.3} ms",
-        histogram.len(),
-        ms(0.5),
-        ms(0.99)
-    );
 }
 
 /// Figures between processes (not a check):

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use helios_cluster::process::{
     compute_process, ClientOptions, ComputeClient, ComputeClientError, ABANDON_AFTER,
 };
-use support::{run, serial, value_of, Cluster};
+use support::{micros, print_line, run, serial, value_of, Cluster};
 
 async fn count(compute: &ComputeClient, id: i64) -> i64 {
     let result = compute
@@ -327,5 +327,160 @@ fn a_compute_node_with_dirty_reads_shows_an_uncommitted_write() {
         );
         tx.rollback().await.expect("rollback");
         assert_eq!(count(&second, 1).await, 0, "the rolled-back insert is gone");
+    });
+}
+
+/// Figures between processes (not a check):
+/// `HELIOS_TXN_COUNT=1000 cargo test --release -p helios --test compute_transactions -- --ignored --nocapture figures`.
+///
+/// Three shards and two compute nodes. One client, one statement or transaction at a time: a
+/// write outside transactions, and transactions of three `balance + 1` updates on random
+/// accounts, by how many shards each touched; then eight clients move one unit between two
+/// random accounts through both compute nodes for a few seconds, and the balances must still
+/// sum to zero.
+#[test]
+#[ignore = "figures, not a check: run in release with --ignored --nocapture"]
+fn figures() {
+    let count: usize = std::env::var("HELIOS_TXN_COUNT")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(300);
+    let accounts = 600i64;
+    let _serial = serial();
+    let histogram = || hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+    run(async {
+        let cluster = Cluster::start(3, 2, &[]).await;
+        let compute = cluster.compute(0);
+        for chunk in (0..accounts).collect::<Vec<_>>().chunks(50) {
+            let values: Vec<String> = chunk.iter().map(|id| format!("({id}, 0)")).collect();
+            compute
+                .execute(&format!(
+                    "INSERT INTO data (id, value) VALUES {}",
+                    values.join(", ")
+                ))
+                .await
+                .expect("insert");
+        }
+        let mut write = histogram();
+        for i in 0..count {
+            let id = (i as i64 * 7) % accounts;
+            let started = Instant::now();
+            compute
+                .execute(&format!(
+                    "UPDATE data SET value = value + 0 WHERE id = {id}"
+                ))
+                .await
+                .expect("update");
+            write.record(micros(started.elapsed())).expect("record");
+        }
+        let mut by_shards = [histogram(), histogram(), histogram()];
+        let mut commits = histogram();
+        for i in 0..count {
+            let ids = [
+                (i as i64 * 13) % accounts,
+                (i as i64 * 13 + 200) % accounts,
+                (i as i64 * 13 + 400) % accounts,
+            ];
+            let started = Instant::now();
+            let tx = compute.begin().await.expect("begin");
+            for id in ids {
+                tx.execute(&format!(
+                    "UPDATE data SET value = value + 0 WHERE id = {id}"
+                ))
+                .await
+                .expect("update");
+            }
+            let committing = Instant::now();
+            let shards = tx.commit().await.expect("commit");
+            commits
+                .record(micros(committing.elapsed()))
+                .expect("record");
+            by_shards[shards.len() - 1]
+                .record(micros(started.elapsed()))
+                .expect("record");
+        }
+        println!("== one client, three shards, 600 rows");
+        print_line(
+            "update outside a transaction (read + compare-and-set)",
+            &write,
+        );
+        for (n, histogram) in by_shards.iter().enumerate() {
+            if !histogram.is_empty() {
+                print_line(
+                    &format!("transaction of 3 updates on {} shard(s)", n + 1),
+                    histogram,
+                );
+            }
+        }
+        print_line("  of which the commit (record + settle)", &commits);
+
+        let seconds: u64 = std::env::var("HELIOS_TXN_SECONDS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(5);
+        let stop = Instant::now() + Duration::from_secs(seconds);
+        let mut tasks = Vec::new();
+        for client in 0..8u64 {
+            let compute = cluster.compute(u32::try_from(client % 2).expect("small"));
+            tasks.push(tokio::spawn(async move {
+                let mut latencies = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+                let (mut failed, mut unknown) = (0u64, 0u64);
+                let mut n = client * 7919;
+                while Instant::now() < stop {
+                    n = n
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let from = i64::try_from((n >> 33) % 600).expect("small");
+                    let to = (from + 1 + i64::try_from((n >> 13) % 599).expect("small")) % 600;
+                    let started = Instant::now();
+                    let outcome = async {
+                        let tx = compute.begin().await?;
+                        let moved = async {
+                            tx.execute(&format!(
+                                "UPDATE data SET value = value - 1 WHERE id = {from}"
+                            ))
+                            .await?;
+                            tx.execute(&format!(
+                                "UPDATE data SET value = value + 1 WHERE id = {to}"
+                            ))
+                            .await
+                        }
+                        .await;
+                        match moved {
+                            Ok(_) => tx.commit().await.map(|_| ()),
+                            Err(error) => {
+                                let _ = tx.rollback().await;
+                                Err(error)
+                            }
+                        }
+                    }
+                    .await;
+                    match outcome {
+                        Ok(()) => latencies.record(micros(started.elapsed())).expect("record"),
+                        Err(error) if error.outcome_is_unknown() => unknown += 1,
+                        Err(_) => failed += 1,
+                    }
+                }
+                (latencies, failed, unknown)
+            }));
+        }
+        let (mut committed, mut failed, mut unknown) = (histogram(), 0, 0);
+        for task in tasks {
+            let (latencies, f, u) = task.await.expect("client");
+            committed.add(latencies).expect("merge");
+            failed += f;
+            unknown += u;
+        }
+        let mut sum = 0;
+        for id in 0..accounts {
+            sum += value_of(&compute, id).await;
+        }
+        println!(
+            "== eight clients, two compute nodes, {seconds} s of transfers: {:.0} committed/s, \
+             {failed} failed, {unknown} unknown, balances sum to {sum}",
+            committed.len() as f64 / seconds as f64
+        );
+        print_line("transfer between two random accounts", &committed);
+        assert_eq!(sum, 0, "a transfer applied one side only");
     });
 }

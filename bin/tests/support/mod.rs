@@ -98,3 +98,21 @@ pub async fn value_of(compute: &ComputeClient, id: i64) -> i64 {
     assert_eq!(result.rows.len(), 1, "row {id} through {}", compute.addr());
     result.rows[0].get::<i64>("value")
 }
+
+/// A duration in whole microseconds, at least 1 (for a histogram).
+pub fn micros(elapsed: Duration) -> u64 {
+    u64::try_from(elapsed.as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// Prints one latency line of the figures.
+pub fn print_line(name: &str, histogram: &hdrhistogram::Histogram<u64>) {
+    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "{name:<52} n={:<6} p50={:>7.3} ms  p99={:>7.3} ms",
+        histogram.len(),
+        ms(0.5),
+        ms(0.99)
+    );
+}

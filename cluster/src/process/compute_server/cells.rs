@@ -15,7 +15,7 @@
 //!   `aborted` by compare-and-set: a coordinator that was killed never blocks a row for long,
 //!   and one that was only slow finds its commit refused, never half applied.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -120,6 +120,7 @@ impl Cell {
 
 /// A row's register as read from its shard's primary: the bytes a compare-and-set expects, and
 /// the cell they hold.
+#[derive(Clone, Debug)]
 pub(super) struct Stored {
     bytes: Option<Vec<u8>>,
     cell: Cell,
@@ -166,8 +167,9 @@ enum Decision {
 pub(super) struct OpenTxn {
     /// Its id, unique across the node's restarts.
     id: String,
-    /// The rows it put intents on (or may have: the write's outcome was unknown), by shard.
-    intents: BTreeSet<(usize, Vec<u8>)>,
+    /// The rows it put intents on (or may have: the write's outcome was unknown), by shard,
+    /// with the cell it last wrote there when that write is known to have been applied.
+    intents: BTreeMap<(usize, Vec<u8>), Option<Stored>>,
 }
 
 /// The state of a node's transactions.
@@ -415,7 +417,12 @@ impl Shared {
                 .put_cell(shard, &bytes, &stored, cell, deadline)
                 .await?
             {
-                Put::Written(_) => return Ok(seen),
+                Put::Written(written) => {
+                    if let Some(handle) = txn {
+                        self.wrote_intent(handle, shard, &bytes, written);
+                    }
+                    return Ok(seen);
+                }
                 Put::Changed(now) => stored = now,
             }
         }
@@ -436,7 +443,7 @@ impl Shared {
             handle,
             OpenTxn {
                 id: id.clone(),
-                intents: BTreeSet::new(),
+                intents: BTreeMap::new(),
             },
         );
         Ok((handle, id))
@@ -458,8 +465,16 @@ impl Shared {
             .open
             .get_mut(&handle)
             .ok_or_else(|| no_such_transaction(handle))?;
-        txn.intents.insert((shard, key.to_vec()));
+        // Until the write is known to be applied, the cell it left is not known.
+        txn.intents.insert((shard, key.to_vec()), None);
         Ok(txn.id.clone())
+    }
+
+    /// Notes the cell `handle`'s intent write left on `key`.
+    fn wrote_intent(&self, handle: u64, shard: usize, key: &[u8], written: Stored) {
+        if let Some(txn) = lock(&self.transactions).open.get_mut(&handle) {
+            txn.intents.insert((shard, key.to_vec()), Some(written));
+        }
     }
 
     /// Commits `handle`: its record first, then its intents; the shards it touched.
@@ -470,7 +485,7 @@ impl Shared {
             .ok_or_else(|| no_such_transaction(handle))?;
         let shards: Vec<usize> = txn
             .intents
-            .iter()
+            .keys()
             .map(|(shard, _)| *shard)
             .collect::<BTreeSet<_>>()
             .into_iter()
@@ -510,35 +525,51 @@ impl Shared {
         Ok(())
     }
 
-    /// Moves `txn`'s intents out of their cells; a failure leaves the intent to whoever meets
-    /// it next, who settles it from the record.
+    /// Moves `txn`'s intents out of their cells, all at once; a failure leaves an intent to
+    /// whoever meets it next, who settles it from the record.
     async fn settle(&self, txn: &OpenTxn, committed: bool) {
         let deadline = Instant::now() + self.statement_timeout;
-        for (shard, key) in &txn.intents {
-            let mut stored = match self.read_cell(*shard, key, deadline).await {
-                Ok(stored) => stored,
-                Err(error) => {
-                    tracing::warn!(node = self.id, txn = %txn.id, shard, %error, "intent left to be settled by others");
-                    continue;
-                }
-            };
-            while stored
-                .cell
-                .intent
-                .as_ref()
-                .is_some_and(|intent| intent.txn == txn.id)
+        let settles = txn.intents.iter().map(|((shard, key), written)| async move {
+            if let Err(error) = self
+                .settle_one(&txn.id, *shard, key, written.clone(), committed, deadline)
+                .await
             {
-                let settled = stored.cell.settled(committed);
-                match self.put_cell(*shard, key, &stored, settled, deadline).await {
-                    Ok(Put::Written(_)) => break,
-                    Ok(Put::Changed(now)) => stored = now,
-                    Err(error) => {
-                        tracing::warn!(node = self.id, txn = %txn.id, shard, %error, "intent left to be settled by others");
-                        break;
-                    }
-                }
+                tracing::warn!(node = self.id, txn = %txn.id, shard, %error, "intent left to be settled by others");
+            }
+        });
+        futures::future::join_all(settles).await;
+    }
+
+    /// Settles `txn`'s intent on `key`, starting from the cell it wrote there if known.
+    async fn settle_one(
+        &self,
+        txn: &str,
+        shard: usize,
+        key: &[u8],
+        written: Option<Stored>,
+        committed: bool,
+        deadline: Instant,
+    ) -> Result<(), ComputeFailure> {
+        let mut stored = match written {
+            Some(stored) => stored,
+            None => self.read_cell(shard, key, deadline).await?,
+        };
+        while stored
+            .cell
+            .intent
+            .as_ref()
+            .is_some_and(|intent| intent.txn == txn)
+        {
+            let settled = stored.cell.settled(committed);
+            match self
+                .put_cell(shard, key, &stored, settled, deadline)
+                .await?
+            {
+                Put::Written(_) => break,
+                Put::Changed(now) => stored = now,
             }
         }
+        Ok(())
     }
 }
 
