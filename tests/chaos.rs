@@ -709,8 +709,11 @@ fn compute_nodes_in_docker_keep_caches_fresh_through_kills_and_pauses() {
     // The compose file's compute nodes c0 and c1 over one shard's containers, with the metadata
     // group's containers for the table's schema: a write through one leaves no stale row in the
     // other's cache, also after `docker kill` of the shard's primary; a `docker pause`d compute
-    // node holds writes for at most its lease, and serves fresh rows once unpaused. (The same on
-    // processes: bin/tests/compute_leases.rs and the cache workload on processes.)
+    // node holds writes for at most its lease, and serves fresh rows once unpaused. Then a
+    // transaction through c0 is invisible to c1 until it commits; and with c0 paused while its
+    // transaction locks a row, c1's write aborts it after about a second and c0's commit is
+    // refused. (The same on processes: bin/tests/compute_leases.rs,
+    // bin/tests/compute_transactions.rs and the cache workload on processes.)
     if let Err(reason) = docker_ready() {
         eprintln!("compute nodes in Docker: SKIPPED: {reason}");
         return;
@@ -812,6 +815,51 @@ fn compute_nodes_in_docker_keep_caches_fresh_through_kills_and_pauses() {
             3,
             "c0 serves the row written while paused"
         );
+
+        // A transaction through c0: invisible to c1 until it commits, then visible whole.
+        let tx = c0.begin().await.expect("begin");
+        tx.execute("UPDATE data SET value = 100 WHERE id = 1")
+            .await
+            .expect("update in the transaction");
+        tx.execute("INSERT INTO data (id, value) VALUES (2, 200)")
+            .await
+            .expect("insert in the transaction");
+        assert_eq!(value_through(c1, 1).await, 3, "a dirty read through c1");
+        assert!(
+            c1.query("SELECT value FROM data WHERE id = 2")
+                .await
+                .expect("read")
+                .rows
+                .is_empty(),
+            "a dirty read of the insert through c1"
+        );
+        tx.commit().await.expect("commit");
+        assert_eq!(value_through(c1, 1).await, 100);
+        assert_eq!(value_through(c1, 2).await, 200);
+
+        // docker pause of c0 with a transaction open on row 1: c1's write waits about 1 s,
+        // aborts the stalled transaction, and goes on; c0's commit after the unpause is refused.
+        let stalled = c0.begin().await.expect("begin");
+        stalled
+            .execute("UPDATE data SET value = 7 WHERE id = 1")
+            .await
+            .expect("update in the transaction");
+        shards.pause_compute(0).expect("docker pause");
+        let started = std::time::Instant::now();
+        c1.execute("UPDATE data SET value = value + 1 WHERE id = 1")
+            .await
+            .expect("a write on the row the stalled transaction locks");
+        eprintln!(
+            "compute nodes in Docker: a write on a row locked by paused c0 took {:?}",
+            started.elapsed()
+        );
+        shards.unpause_compute(0).expect("docker unpause");
+        let refused = stalled
+            .commit()
+            .await
+            .expect_err("a commit of an aborted transaction");
+        assert!(!refused.outcome_is_unknown(), "{refused}");
+        assert_eq!(value_through(c0, 1).await, 101);
         drop(shards);
         drop(metadata);
     });
