@@ -79,6 +79,14 @@
 //! - The histories name compute nodes `c0`, `c1`, ...; every read and write of row `id` is a
 //!   register `data/<id>`.
 //!
+//! Seed section 2, SHARD-001 ("Consistent hashing distributes data evenly"), against three
+//! replicated shards of processes: the seed asks the metadata service which shard each of
+//! 10,000 keys maps to; here 10,000 rows are inserted through a compute node process, which
+//! places them by its consistent-hash ring, and each shard's primary counts the rows it holds
+//! ([`MemberStatus::keys`]); the seed's 10% bound applies to those counts. SHARD-002..004
+//! (rebalancing when a node joins) need online rebalancing between shard processes, which runs
+//! in process only.
+//!
 //! Seed section 5, "Distributed Transaction Tests" (TX-001 to TX-003), against the same compute
 //! node processes: `begin_transaction` is [`ComputeClient::begin`], and the transaction's
 //! `execute`, `query`, `commit` and `rollback` go over TCP to the node that opened it. Where
@@ -103,6 +111,7 @@ use helios_cluster::process::{
     LocalCluster, LocalClusterSpec, MemberStatus, MetadataClient, NodeStatus, Ports, ShardClient,
 };
 use helios_cluster::replication::{LogIndex, ReplicationError, ShardMembers};
+use helios_cluster::sql::FromSqlValue;
 use helios_cluster::NodeId;
 use serde_json::{json, Value};
 
@@ -1750,21 +1759,27 @@ async fn cache_002_cache_coherent_across_all_compute_nodes() {
     history.save_and_check();
 }
 
-/// Creates the seed's transaction tables through `compute`.
+/// Creates the seed's transaction tables (keyed by `id`) through `compute`.
 async fn create_tables(compute: &ComputeClient, tables: &[&str]) {
-    for table in tables {
+    let keyed: Vec<(&str, &str)> = tables.iter().map(|table| (*table, "id")).collect();
+    create_tables_keyed(compute, &keyed).await;
+}
+
+/// Creates each (table, key column) through `compute`.
+async fn create_tables_keyed(compute: &ComputeClient, tables: &[(&str, &str)]) {
+    for (table, key) in tables {
         compute
-            .create_table(table, "id")
+            .create_table(table, key)
             .await
             .unwrap_or_else(|error| panic!("create table {table}: {error}"));
     }
 }
 
-/// The `value` column of the only row `sql` returns.
-async fn single_value(compute: &ComputeClient, sql: &str) -> i64 {
+/// Column `column` of the only row `sql` returns.
+async fn single<T: FromSqlValue>(compute: &ComputeClient, sql: &str, column: &str) -> T {
     let result = compute.query(sql).await.expect("query");
     assert_eq!(result.rows.len(), 1, "{sql}");
-    result.rows[0].get::<i64>("value")
+    result.rows[0].get::<T>(column)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1798,7 +1813,7 @@ async fn tx_001_cross_shard_transaction_commits_atomically() {
         ("shard_2_table", 3, 300),
     ] {
         let sql = format!("SELECT value FROM {table} WHERE id = {id}");
-        assert_eq!(single_value(compute, &sql).await, value);
+        assert_eq!(single::<i64>(compute, &sql, "value").await, value);
     }
     stop_cluster(cluster);
 }
@@ -1855,5 +1870,75 @@ async fn tx_003_read_committed_isolation_level() {
     assert_eq!(result.rows.len(), 1);
     assert_eq!(result.rows[0].get::<i64>("value"), 100);
     tx2.commit().await.expect("commit");
+    stop_cluster(cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real processes, ~10 s; cargo test --test seed_on_processes -- --ignored"]
+async fn shard_001_consistent_hashing_distributes_data_evenly() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    // Setup: three storage nodes (replicated shards) and table users keyed by user_id. The
+    // seed asks the metadata service where each key goes; here 10,000 rows are inserted
+    // through a compute node and each shard's primary counts the rows it holds.
+    let (cluster, computes) = start_compute("shard-001", 3, 1).await;
+    let compute = &computes[0];
+    create_tables_keyed(compute, &[("users", "user_id")]).await;
+    let inserts: Vec<_> = (0..8i64)
+        .map(|worker| {
+            let compute = compute.clone();
+            tokio::spawn(async move {
+                for batch in (0..10_000i64)
+                    .filter(|i| i % 8 == worker)
+                    .collect::<Vec<_>>()
+                    .chunks(50)
+                {
+                    let rows: Vec<String> =
+                        batch.iter().map(|i| format!("({i}, 'user_{i}')")).collect();
+                    let sql = format!(
+                        "INSERT INTO users (user_id, name) VALUES {}",
+                        rows.join(", ")
+                    );
+                    compute.execute(&sql).await.expect("insert");
+                }
+            })
+        })
+        .collect();
+    for insert in inserts {
+        insert.await.expect("inserting worker");
+    }
+    let client = cluster.shard_client(SHARD_CALL_TIMEOUT);
+    let mut distribution = BTreeMap::new();
+    for shard in 0..3 {
+        let primary = cluster
+            .wait_for_primary(shard, SHARD_STARTUP_BOUND)
+            .await
+            .expect("a primary");
+        let status = client.status(shard, primary).await.expect("status");
+        distribution.insert(shard, status.keys.expect("a data node counts its keys"));
+    }
+    eprintln!("shard-001: rows per shard {distribution:?}");
+    assert_eq!(
+        distribution.values().sum::<usize>(),
+        10_000,
+        "rows lost or doubled"
+    );
+    let ideal = 10_000 / 3;
+    for (shard, count) in distribution {
+        let deviation = ((count as f64 - ideal as f64) / ideal as f64).abs();
+        assert!(
+            deviation < 0.1,
+            "Shard {shard} has {count} items ({}% deviation)",
+            deviation * 100.0
+        );
+    }
+    assert_eq!(
+        single::<String>(
+            compute,
+            "SELECT name FROM users WHERE user_id = 9999",
+            "name"
+        )
+        .await,
+        "user_9999"
+    );
     stop_cluster(cluster);
 }

@@ -140,6 +140,8 @@ pub struct MemberStatus {
     pub commit_index: Option<LogIndex>,
     /// A data node's last log index (`None` for a witness).
     pub last_index: Option<LogIndex>,
+    /// How many keys a data node's copy holds (`None` for a witness).
+    pub keys: Option<usize>,
     /// Whether the member's event loop stopped (its disk failed); it then serves nothing.
     pub stopped: bool,
     /// How many fsynced saves it made since it started.

@@ -508,6 +508,7 @@ fn status(shared: &Shared) -> MemberStatus {
         is_primary: !state.stopped && state.member.is_primary(now),
         commit_index: replica.map(|r| r.commit_index()),
         last_index: replica.map(|r| r.last_index()),
+        keys: replica.map(|r| r.key_count()),
         stopped: state.stopped,
         saves: state.disk.n_saves(),
         blocked_peers: shared.filter.blocked(),

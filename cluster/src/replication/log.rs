@@ -180,6 +180,16 @@ impl KvState {
         self.applied_index
     }
 
+    /// How many keys hold a value.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether no key holds a value.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
     /// Makes the state that of `log` up to `index`, applying forward or rebuilding after a
     /// truncation.
     pub fn apply_to(&mut self, log: &ReplicaLog, index: LogIndex) {

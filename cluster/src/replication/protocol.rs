@@ -228,6 +228,12 @@ impl Replica {
             .unwrap_or_else(|| self.kv.get(key))
     }
 
+    /// How many keys this replica's visible state holds (acknowledged writes on a primary,
+    /// every durable one on a mirror).
+    pub fn key_count(&self) -> usize {
+        self.kv.len()
+    }
+
     /// Handles one event at `now_ms` and returns what the runtime must do.
     pub fn step(&mut self, now_ms: Millis, event: Event) -> Vec<Action> {
         let mut out = Vec::new();
