@@ -102,7 +102,8 @@ pub struct RunArgs {
     /// kill-primary, isolate-primary, isolate-mirror, isolate-witness. Set: add-node, kill,
     /// partition (default all three). Compute workloads: kill-compute, pause-compute,
     /// crash-compute (a crash armed between two shards' commits), partition-compute, kill-storage, partition-storage, kill-metadata, pause-metadata,
-    /// partition-metadata, or kill, pause, partition for every role (default all).
+    /// partition-metadata, or kill, pause, partition for every role (default all; on processes
+    /// kill-compute, pause-compute, kill-storage and partition-storage).
     #[arg(long)]
     nemesis: Option<String>,
     /// How long clients run (`30s`, `500ms`, `2m`); the last 20 % (at least 3 s) is fault-free.
@@ -119,8 +120,8 @@ pub struct RunArgs {
     #[arg(long)]
     rate: Option<f64>,
     /// The number of cluster nodes: metadata nodes for register (default 5), storage nodes at
-    /// start for set (default 3, with 3 metadata nodes), shard member processes for cache on
-    /// processes (a multiple of 3, default 6: two shards).
+    /// start for set (default 3, with 3 metadata nodes), shard member processes for the compute
+    /// workloads on processes (a multiple of 3, default 6: two shards).
     #[arg(long)]
     nodes: Option<usize>,
     /// A deliberately broken mode, as a test aid for the checker.
@@ -139,10 +140,10 @@ pub struct RunArgs {
     /// Print results.json to stdout instead of the human summary.
     #[arg(long)]
     json: bool,
-    /// The cluster to drive (register workload; cache on embedded or processes): embedded (in
-    /// this process), processes (`helios node` processes on 127.0.0.1 started for the run, with
-    /// real faults), or docker (five containers, faulted with docker kill/pause/network
-    /// disconnect).
+    /// The cluster to drive (register workload; the compute workloads on embedded or
+    /// processes): embedded (in this process), processes (`helios node` processes on 127.0.0.1
+    /// started for the run, with real faults), or docker (five containers, faulted with docker
+    /// kill/pause/network disconnect).
     #[arg(long, value_enum, default_value = "embedded")]
     target: target::Target,
 }
@@ -151,7 +152,7 @@ pub struct RunArgs {
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     init_tracing();
     check_workload(&args)?;
-    // The compute workloads choose their own target: the cache workload runs on processes too.
+    // The compute workloads choose their own target: they run on processes too.
     if let Some(workload) = helios_workload::txn::TxnWorkload::parse(&args.workload) {
         return txn::run_txn(&args, workload);
     }

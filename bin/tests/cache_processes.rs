@@ -196,26 +196,3 @@ fn skipping_invalidations_on_compute_node_processes_is_caught_as_stale_reads() {
     assert!(witness.is_object(), "{cache:#}");
     assert_eq!(results["report"]["linearizability"]["verdict"], "invalid");
 }
-
-#[test]
-fn transactions_on_processes_are_refused_with_a_usage_error() {
-    for workload in ["list-append", "rw-register", "bank"] {
-        let output = Command::new(env!("CARGO_BIN_EXE_helios"))
-            .args(["run", "--workload", workload, "--target", "processes"])
-            .output()
-            .expect("helios runs");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(3), "{workload}: {stderr}");
-        assert!(
-            stderr.contains("run in process only") && stderr.contains(workload),
-            "{workload}: {stderr}"
-        );
-    }
-    let output = Command::new(env!("CARGO_BIN_EXE_helios"))
-        .args(["run", "--workload", "cache", "--target", "processes"])
-        .args(["--nemesis", "kill-metadata"])
-        .output()
-        .expect("helios runs");
-    assert_eq!(output.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("embedded cluster only"));
-}

@@ -1,7 +1,7 @@
 //! `helios run --workload list-append|rw-register|bank|cache`: the compute workloads, with
 //! faults on compute, storage and metadata nodes, judged by the checkers the history's header
-//! selects (isolation, bank, cache with linearizability, and timing). The cache workload also
-//! runs against compute node processes (`--target processes`), judged the same way.
+//! selects (isolation, bank, cache with linearizability, and timing). Each also runs against
+//! compute node processes (`--target processes`), judged the same way.
 
 use std::fmt::Write;
 
@@ -10,8 +10,8 @@ use helios_checker::check::{check_file, CheckOptions, Report};
 use helios_checker::Verdict;
 use helios_workload::txn::process_nemesis::parse_process_nemesis;
 use helios_workload::txn::{
-    run_cache_on_processes, CacheProcessSpec, TxnNemesisKind, TxnRunConfig, TxnRunOutcome,
-    TxnUnsafe, TxnWorkload,
+    run_txn_on_processes, TxnNemesisKind, TxnProcessSpec, TxnRunConfig, TxnRunOutcome, TxnUnsafe,
+    TxnWorkload,
 };
 use serde_json::json;
 
@@ -19,24 +19,19 @@ use super::summary::{write_faults, write_operations};
 use super::target::{Target, NODE_LOG_FILTER};
 use super::{conclude, drive_with_progress, random_seed, RunArgs, UnsafeMode};
 
-/// The shard member processes of a cache run on processes, unless `--nodes` says otherwise:
-/// two shards.
+/// The shard member processes of a run on processes, unless `--nodes` says otherwise: two
+/// shards.
 const DEFAULT_MEMBER_PROCESSES: usize = 6;
 
-/// Runs a compute workload on the embedded cluster, or the cache workload on processes; checks
-/// it, writes the outputs and prints the summary; returns the exit code.
+/// Runs a compute workload on the embedded cluster or on processes; checks it, writes the
+/// outputs and prints the summary; returns the exit code.
 pub fn run_txn(args: &RunArgs, workload: TxnWorkload) -> anyhow::Result<i32> {
     let processes = match args.target {
         Target::Embedded => None,
-        Target::Processes if workload == TxnWorkload::Cache => Some(process_spec(args)?),
-        Target::Processes => bail!(
-            "--target processes runs the cache workload only: {} transactions run in process \
-             only (--target embedded)",
-            workload.as_str()
-        ),
+        Target::Processes => Some(process_spec(args)?),
         Target::Docker => bail!(
-            "--target docker runs the register workload only: {} runs in process only \
-             (--target embedded)",
+            "--target docker runs the register workload only: {} runs in process (--target \
+             embedded) or on local processes (--target processes)",
             workload.as_str()
         ),
     };
@@ -61,7 +56,7 @@ pub fn run_txn(args: &RunArgs, workload: TxnWorkload) -> anyhow::Result<i32> {
         let (config, processes) = (config.clone(), processes.clone());
         async move {
             match processes {
-                Some(spec) => run_cache_on_processes(&config, &spec, progress).await,
+                Some(spec) => run_txn_on_processes(&config, &spec, progress).await,
                 None => helios_workload::txn::run_txn(&config, progress).await,
             }
         }
@@ -70,20 +65,25 @@ pub fn run_txn(args: &RunArgs, workload: TxnWorkload) -> anyhow::Result<i32> {
     report_txn(args, &config, processes.as_ref(), &outcome)
 }
 
-/// The processes of a cache run: three metadata nodes, `--nodes / 3` shards, this binary.
-fn process_spec(args: &RunArgs) -> anyhow::Result<CacheProcessSpec> {
+/// The processes of a run: three metadata nodes, `--nodes / 3` shards, this binary.
+fn process_spec(args: &RunArgs) -> anyhow::Result<TxnProcessSpec> {
     let members = args.nodes.unwrap_or(DEFAULT_MEMBER_PROCESSES);
     if members == 0 || !members.is_multiple_of(3) {
         bail!(
-            "--nodes {members}: on processes the cache workload's shards have three member \
-             processes each (two data nodes and a witness), so --nodes must be a positive \
-             multiple of 3"
+            "--nodes {members}: on processes the shards have three member processes each (two \
+             data nodes and a witness), so --nodes must be a positive multiple of 3"
+        );
+    }
+    if args.unsafe_mode == Some(UnsafeMode::No2pc) {
+        bail!(
+            "--unsafe no-2pc runs in process only (--target embedded): compute node processes \
+             always commit through one record in the metadata group"
         );
     }
     let binary = std::env::current_exe().context("cannot find the helios binary")?;
-    Ok(CacheProcessSpec {
+    Ok(TxnProcessSpec {
         rust_log: Some(NODE_LOG_FILTER.to_owned()),
-        ..CacheProcessSpec::new(binary, members / 3)
+        ..TxnProcessSpec::new(binary, members / 3)
     })
 }
 
@@ -124,7 +124,7 @@ fn txn_config(args: &RunArgs, workload: TxnWorkload) -> anyhow::Result<TxnRunCon
 fn report_txn(
     args: &RunArgs,
     config: &TxnRunConfig,
-    processes: Option<&CacheProcessSpec>,
+    processes: Option<&TxnProcessSpec>,
     outcome: &TxnRunOutcome,
 ) -> anyhow::Result<i32> {
     let options = CheckOptions {
@@ -156,7 +156,7 @@ fn report_txn(
 
 fn results_json(
     config: &TxnRunConfig,
-    processes: Option<&CacheProcessSpec>,
+    processes: Option<&TxnProcessSpec>,
     outcome: &TxnRunOutcome,
     check: &Report,
     liveness: Verdict,
@@ -195,7 +195,7 @@ fn results_json(
 
 fn human_summary(
     config: &TxnRunConfig,
-    processes: Option<&CacheProcessSpec>,
+    processes: Option<&TxnProcessSpec>,
     outcome: &TxnRunOutcome,
     check: &Report,
     liveness: Verdict,

@@ -1,15 +1,17 @@
 //! Runs one compute-workload operation through a compute node, in SQL, and records its
-//! invocation and completion. Cache operations need only single statements, so they run on any
-//! [`SqlNode`] (an in-process compute node or a compute node process) through the same code.
+//! invocation and completion. Every operation runs on any [`SqlNode`] (an in-process compute
+//! node or a compute node process) through the same code, so both record the same histories.
 //!
 //! Outcomes follow Jepsen. A transaction that failed before its commit began never committed:
-//! its writes are intents that a rollback, or recovery from the metadata service (no decision
-//! recorded: abort), removes, so it is `fail`. A commit that ended in an error whose outcome is
+//! only its coordinator can record a commit, and its writes are intents that a rollback, or
+//! recovery from the metadata service (no decision recorded: abort), removes (between
+//! processes, a writer blocked on them for a second records the abort), so it is `fail`; so is
+//! a transaction that could not begin. A commit that ended in an error whose outcome is
 //! unknown (a coordinator cut off between its decision and its delivery, a timeout) is `info`.
 //! A read-only operation has no effect, so any error makes it `fail`.
 //!
-//! The SQL: lists are text `"1,2,3,"` grown with `v = v || '4,'` on the storage node, under the
-//! row's intent, so concurrent appends are never lost. Bank transactions lock their accounts
+//! The SQL: lists are text `"1,2,3,"` grown with `v = v || '4,'` where the row is stored, under
+//! the row's intent, so concurrent appends are never lost. Bank transactions lock their accounts
 //! with `SELECT ... FOR UPDATE` in ascending order (no lock-order cycles), and a transfer that
 //! would overdraw is rolled back, so balances never go negative. A read of all balances also
 //! locks every account: under read committed, a plain read could see one half of a transfer
@@ -22,13 +24,13 @@
 
 use std::time::Duration;
 
-use helios_cluster::compute::{ComputeError, ComputeNode, Transaction};
 use helios_cluster::sql::SqlValue;
 use helios_cluster::QueryResult;
 use serde_json::{json, Value};
 
+use super::config::TxnWorkload;
 use super::generator::{MicroOp, TxnOp};
-use super::sql_node::{SqlNode, StatementError};
+use super::sql_node::{SqlNode, SqlTransaction, StatementError};
 use crate::history::{EventDraft, EventType, Function, Process};
 use crate::recorder::Recorder;
 
@@ -40,6 +42,16 @@ pub const REGISTERS_TABLE: &str = "registers";
 pub const ACCOUNTS_TABLE: &str = "accounts";
 /// The cache workload's table: `id` BIGINT, `v` BIGINT.
 pub const CACHE_TABLE: &str = "cache";
+
+/// The table of `workload` (keyed by `id`).
+pub fn table_of(workload: TxnWorkload) -> &'static str {
+    match workload {
+        TxnWorkload::ListAppend => LISTS_TABLE,
+        TxnWorkload::RwRegister => REGISTERS_TABLE,
+        TxnWorkload::Bank => ACCOUNTS_TABLE,
+        TxnWorkload::Cache => CACHE_TABLE,
+    }
+}
 
 /// How one operation completed, before it is recorded.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,9 +112,9 @@ pub fn invocation(op: &TxnOp) -> (Function, Option<String>, Value) {
 
 /// Records the invocation of `op` by `process`, runs it on `node` within `op_timeout`, and
 /// records its completion. `accounts` is the bank's account count.
-pub async fn execute_txn_op(
+pub async fn execute_txn_op<N: SqlNode>(
     recorder: &Recorder,
-    node: &ComputeNode,
+    node: &N,
     process: Process,
     op: &TxnOp,
     op_timeout: Duration,
@@ -195,7 +207,7 @@ async fn record_op(
     completion
 }
 
-async fn run(node: &ComputeNode, op: &TxnOp, accounts: i64) -> Result<Value, OpError> {
+async fn run<N: SqlNode>(node: &N, op: &TxnOp, accounts: i64) -> Result<Value, OpError> {
     match op {
         TxnOp::ListAppend(ops) | TxnOp::RwRegister(ops) => {
             let table = if matches!(op, TxnOp::ListAppend(_)) {
@@ -203,18 +215,18 @@ async fn run(node: &ComputeNode, op: &TxnOp, accounts: i64) -> Result<Value, OpE
             } else {
                 REGISTERS_TABLE
             };
-            let tx = node.begin_transaction().await;
+            let tx = begin(node).await?;
             let result = micro_ops(&tx, table, ops).await;
             let writes = ops.iter().any(|op| !matches!(op, MicroOp::Read(_)));
             finish(tx, result, writes).await
         }
         TxnOp::Transfer { from, to, amount } => {
-            let tx = node.begin_transaction().await;
+            let tx = begin(node).await?;
             let result = transfer(&tx, *from, *to, *amount).await;
             finish(tx, result, true).await
         }
         TxnOp::ReadBalances => {
-            let tx = node.begin_transaction().await;
+            let tx = begin(node).await?;
             let result = read_balances(&tx, accounts).await;
             // Committed, not rolled back: the read is good only if it held every lock until its
             // last read, and the commit's decision proves it (see the module doc). A read has
@@ -274,28 +286,35 @@ fn statement_error(error: StatementError) -> OpError {
     }
 }
 
-/// A statement inside a transaction failed: the transaction will not commit.
-fn in_tx(error: ComputeError) -> OpError {
-    OpError::Failed(error.to_string())
+/// Opens a transaction on `node`. One that did not open wrote nothing: the operation failed.
+async fn begin<N: SqlNode>(node: &N) -> Result<N::Transaction, OpError> {
+    node.begin()
+        .await
+        .map_err(|error| OpError::Failed(error.message))
 }
 
-fn is_duplicate(error: &ComputeError) -> bool {
-    error.to_string().contains("duplicate")
+/// A statement inside a transaction failed: the transaction will not commit (its coordinator
+/// alone can record a commit, and it is rolled back or left for others to abort).
+fn in_tx(error: StatementError) -> OpError {
+    OpError::Failed(error.message)
+}
+
+fn is_duplicate(error: &StatementError) -> bool {
+    error.message.contains("duplicate")
 }
 
 /// Ends `tx`: commits it after a body that wrote, rolls back a read-only one (which releases
 /// its locks without recording a decision), and rolls back after a failed body. A rollback
 /// that fails leaves the intents to recovery, which aborts undecided transactions.
-async fn finish(
-    tx: Transaction,
+async fn finish<T: SqlTransaction>(
+    tx: T,
     result: Result<Value, OpError>,
     writes: bool,
 ) -> Result<Value, OpError> {
     match result {
         Ok(value) if writes => match tx.commit().await {
             Ok(()) => Ok(value),
-            Err(error) if error.outcome_is_unknown() => Err(OpError::Unknown(error.to_string())),
-            Err(error) => Err(OpError::Failed(error.to_string())),
+            Err(error) => Err(statement_error(error)),
         },
         Ok(value) => {
             if let Err(error) = tx.rollback().await {
@@ -313,7 +332,11 @@ async fn finish(
 }
 
 /// Runs list-append or rw-register micro-operations; returns them with the values read.
-async fn micro_ops(tx: &Transaction, table: &str, ops: &[MicroOp]) -> Result<Value, OpError> {
+async fn micro_ops<T: SqlTransaction>(
+    tx: &T,
+    table: &str,
+    ops: &[MicroOp],
+) -> Result<Value, OpError> {
     let mut completed = Vec::with_capacity(ops.len());
     for op in ops {
         let read = match op {
@@ -352,14 +375,14 @@ async fn micro_ops(tx: &Transaction, table: &str, ops: &[MicroOp]) -> Result<Val
 
 /// Updates a row in `tx`, inserting it when missing; an insert that finds the row created
 /// meanwhile (and committed: the insert waited on its intent) updates it instead.
-async fn tx_upsert(tx: &Transaction, update: &str, insert: &str) -> Result<(), OpError> {
-    if tx.execute(update).await.map_err(in_tx)?.rows_affected > 0 {
+async fn tx_upsert<T: SqlTransaction>(tx: &T, update: &str, insert: &str) -> Result<(), OpError> {
+    if tx.query(update).await.map_err(in_tx)?.rows_affected > 0 {
         return Ok(());
     }
-    match tx.execute(insert).await {
+    match tx.query(insert).await {
         Ok(_) => Ok(()),
         Err(error) if is_duplicate(&error) => {
-            let updated = tx.execute(update).await.map_err(in_tx)?;
+            let updated = tx.query(update).await.map_err(in_tx)?;
             if updated.rows_affected == 0 {
                 return Err(OpError::Failed(format!(
                     "row vanished between insert and update: {update}"
@@ -372,7 +395,12 @@ async fn tx_upsert(tx: &Transaction, update: &str, insert: &str) -> Result<(), O
 }
 
 /// Locks both accounts in ascending order, refuses an overdraft, and moves the amount.
-async fn transfer(tx: &Transaction, from: i64, to: i64, amount: i64) -> Result<Value, OpError> {
+async fn transfer<T: SqlTransaction>(
+    tx: &T,
+    from: i64,
+    to: i64,
+    amount: i64,
+) -> Result<Value, OpError> {
     let mut balances = std::collections::BTreeMap::new();
     for account in [from.min(to), from.max(to)] {
         let result = tx
@@ -397,7 +425,7 @@ async fn transfer(tx: &Transaction, from: i64, to: i64, amount: i64) -> Result<V
         )));
     }
     for (account, sign) in [(from, '-'), (to, '+')] {
-        tx.execute(&format!(
+        tx.query(&format!(
             "UPDATE {ACCOUNTS_TABLE} SET balance = balance {sign} {amount} WHERE id = {account}"
         ))
         .await
@@ -407,7 +435,7 @@ async fn transfer(tx: &Transaction, from: i64, to: i64, amount: i64) -> Result<V
 }
 
 /// Reads every balance, locking the accounts in ascending order.
-async fn read_balances(tx: &Transaction, accounts: i64) -> Result<Value, OpError> {
+async fn read_balances<T: SqlTransaction>(tx: &T, accounts: i64) -> Result<Value, OpError> {
     let mut balances = serde_json::Map::new();
     for account in 0..accounts {
         let result = tx

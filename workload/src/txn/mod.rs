@@ -1,6 +1,6 @@
 //! The compute workloads (list-append, rw-register, bank, cache): clients run SQL through
 //! compute nodes while the nemesis kills, pauses and partitions compute, storage and metadata
-//! nodes. The cache workload also runs against compute node processes ([`process_runner`]).
+//! nodes, in process ([`runner`]) or against compute node processes ([`process_runner`]).
 
 pub mod client;
 pub mod config;
@@ -13,7 +13,7 @@ pub mod schedule;
 pub mod sql_node;
 
 pub use config::{TxnRunConfig, TxnUnsafe, TxnWorkload};
-pub use process_runner::{run_cache_on_processes, CacheProcessSpec};
+pub use process_runner::{run_txn_on_processes, TxnProcessSpec};
 pub use runner::{run_txn, TxnHistoryHeader, TxnRunOutcome};
 pub use schedule::TxnNemesisKind;
-pub use sql_node::{ProcessComputeNode, SqlNode, StatementError};
+pub use sql_node::{ProcessComputeNode, SqlNode, SqlTransaction, StatementError};

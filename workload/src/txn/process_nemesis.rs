@@ -1,8 +1,10 @@
-//! The cache workload's nemesis on processes: on the planned schedule it kills and restarts, or
-//! pauses and resumes, a reader compute node process, kills and restarts a shard's current
-//! primary data member, or isolates a shard member from its shard and heals. Each fault and
-//! heal is recorded as an `info` event of process `"nemesis"` before it is applied, with the
-//! values the in-process nemesis ([`super::nemesis`]) writes, so the checker pairs them alike.
+//! The compute workloads' nemesis on processes: on the planned schedule it kills and restarts,
+//! or pauses and resumes, a compute node process (a reader of the cache workload; any node of
+//! the transactional ones, whose open transactions it cuts off midway), kills and restarts a
+//! shard's current primary data member, or isolates a shard member from its shard and heals.
+//! Each fault and heal is recorded as an `info` event of process `"nemesis"` before it is
+//! applied, with the values the in-process nemesis ([`super::nemesis`]) writes, so the checker
+//! pairs them alike.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use helios_cluster::process::{compute_process, member_process, LocalCluster, Loc
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
+use super::config::TxnWorkload;
 use super::nemesis::{record, TxnNemesisReport};
 use super::schedule::{PlannedTxnFault, TxnNemesisKind};
 use super::sql_node::compute_node_name;
@@ -24,8 +27,11 @@ use crate::recorder::Recorder;
 use crate::replicated::replica_node_name;
 
 /// The faults the nemesis makes on processes, in [`TxnNemesisKind`]'s terms: `kill-compute`
-/// and `pause-compute` hit a reader compute node (never node 0, through which every write
-/// goes), `kill-storage` a shard's primary data member, `partition-storage` any shard member.
+/// and `pause-compute` hit a compute node (for the cache workload a reader, never node 0,
+/// through which every cache write goes; for the transactional workloads any node, with the
+/// transactions it coordinates open: a kill leaves their locks for other writers to abort, a
+/// pause makes them look abandoned), `kill-storage` a shard's primary data member,
+/// `partition-storage` any shard member.
 pub const PROCESS_NEMESIS_KINDS: [TxnNemesisKind; 4] = [
     TxnNemesisKind::KillCompute,
     TxnNemesisKind::PauseCompute,
@@ -57,8 +63,8 @@ pub fn parse_process_nemesis(list: Option<&str>) -> Result<Vec<TxnNemesisKind>, 
                 let supported: Vec<&str> =
                     PROCESS_NEMESIS_KINDS.iter().map(|k| k.as_str()).collect();
                 return Err(WorkloadError::InvalidConfig(format!(
-                    "nemesis {name} runs on the embedded cluster only; on processes the cache \
-                     workload's faults are {}",
+                    "nemesis {name} runs on the embedded cluster only; on processes the compute \
+                     workloads' faults are {}",
                     supported.join(", ")
                 )));
             }
@@ -69,14 +75,17 @@ pub fn parse_process_nemesis(list: Option<&str>) -> Result<Vec<TxnNemesisKind>, 
     Ok(kinds)
 }
 
-/// The processes of a cache run: its compute nodes and replicated shards (and the metadata
-/// group, which the nemesis leaves alone). Client operations never take the lock, so a slow
-/// fault call (a reap after SIGKILL) does not hold them up.
+/// The processes of a run: its compute nodes and replicated shards (and the metadata group,
+/// which the nemesis leaves alone). Client operations never take the lock, so a slow fault
+/// call (a reap after SIGKILL) does not hold them up.
 #[derive(Debug, Clone)]
-pub struct CacheProcesses {
+pub struct TxnProcesses {
     cluster: Arc<Mutex<LocalCluster>>,
     n_compute: u32,
     n_shards: usize,
+    /// The first compute node the nemesis may hit: 1 for the cache workload, whose writes all
+    /// go through node 0; 0 otherwise.
+    first_target: u32,
 }
 
 /// A fault in effect, with what it takes to undo it.
@@ -88,15 +97,22 @@ enum ActiveFault {
     MemberIsolated,
 }
 
-impl CacheProcesses {
-    /// Takes ownership of `cluster`.
-    pub fn new(cluster: LocalCluster) -> Self {
+impl TxnProcesses {
+    /// Takes ownership of `cluster`, which runs `workload`.
+    pub fn new(cluster: LocalCluster, workload: TxnWorkload) -> Self {
         let n_compute = cluster.compute_nodes().len() as u32;
         let n_shards = cluster.shard_count();
-        CacheProcesses {
+        let first_target = u32::from(workload == TxnWorkload::Cache);
+        assert!(
+            n_compute > first_target,
+            "{} on {n_compute} compute nodes leaves none to fault",
+            workload.as_str()
+        );
+        TxnProcesses {
             cluster: Arc::new(Mutex::new(cluster)),
             n_compute,
             n_shards,
+            first_target,
         }
     }
 
@@ -169,10 +185,10 @@ impl CacheProcesses {
         }
     }
 
-    /// A reader compute node (never node 0): its index and process id.
-    fn pick_reader(&self, pick: u64) -> (u32, NodeId) {
-        assert!(self.n_compute >= 2, "a cache run has a writer and a reader");
-        let index = 1 + (pick % u64::from(self.n_compute - 1)) as u32;
+    /// The compute node a fault hits (never the cache's writer node): its index and process id.
+    fn pick_compute(&self, pick: u64) -> (u32, NodeId) {
+        let targets = u64::from(self.n_compute - self.first_target);
+        let index = self.first_target + (pick % targets) as u32;
         (index, compute_process(index))
     }
 
@@ -185,14 +201,14 @@ impl CacheProcesses {
     ) -> (ActiveFault, Result<(), LocalClusterError>) {
         match fault.kind {
             TxnNemesisKind::KillCompute => {
-                let (index, id) = self.pick_reader(fault.pick);
+                let (index, id) = self.pick_compute(fault.pick);
                 let targets = json!({"node": compute_node_name(index)});
                 record(recorder, Function::Kill, targets.clone());
                 let killed = self.blocking(move |cluster| cluster.kill(id)).await;
                 (ActiveFault::ComputeKilled(id, targets), killed)
             }
             TxnNemesisKind::PauseCompute => {
-                let (index, id) = self.pick_reader(fault.pick);
+                let (index, id) = self.pick_compute(fault.pick);
                 let targets = json!({"node": compute_node_name(index)});
                 record(recorder, Function::Pause, targets.clone());
                 let paused = self.blocking(move |cluster| cluster.pause(id)).await;
@@ -262,7 +278,7 @@ impl CacheProcesses {
 /// every fault at its planned end. A fault call the cluster refuses is reported (its events are
 /// recorded all the same) and the run goes on; one that hangs past the fault bound ends it.
 pub async fn run_process_nemesis(
-    processes: CacheProcesses,
+    processes: TxnProcesses,
     recorder: Arc<Recorder>,
     plan: Vec<PlannedTxnFault>,
     start: Instant,

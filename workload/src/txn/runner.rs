@@ -20,9 +20,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use super::client::{
-    execute_txn_op, TxnCompletion, ACCOUNTS_TABLE, CACHE_TABLE, LISTS_TABLE, REGISTERS_TABLE,
-};
+use super::client::{execute_txn_op, table_of, TxnCompletion, ACCOUNTS_TABLE};
 use super::config::{TxnRunConfig, TxnWorkload};
 use super::generator::{self, CacheRole, KeyPool, TxnOp};
 use super::nemesis::{
@@ -269,12 +267,7 @@ async fn drive(
 
 /// Creates the workload's table; the bank also opens its accounts.
 async fn prepare_tables(config: &TxnRunConfig, cluster: &TestCluster) -> Result<(), WorkloadError> {
-    let table = match config.workload {
-        TxnWorkload::ListAppend => LISTS_TABLE,
-        TxnWorkload::RwRegister => REGISTERS_TABLE,
-        TxnWorkload::Bank => ACCOUNTS_TABLE,
-        TxnWorkload::Cache => CACHE_TABLE,
-    };
+    let table = table_of(config.workload);
     let storage = cluster.storage();
     let cluster_error = |what: String| move |source| WorkloadError::Cluster { what, source };
     storage

@@ -1,0 +1,304 @@
+//! `helios run --workload list-append|rw-register|bank --target processes`: transactions across
+//! compute node processes over replicated shards, with real faults, judged by the same checkers
+//! as the embedded run. List-append stays read committed and the bank keeps its total while a
+//! compute node is killed with transactions open; a compute node that reads uncommitted writes
+//! (`--unsafe dirty-reads`) is caught by Elle as G1; what processes cannot run is refused.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use helios_workload::txn::process_nemesis::PROCESS_NEMESIS_KINDS;
+use helios_workload::txn::{TxnNemesisKind, TxnRunConfig, TxnWorkload};
+use serde_json::Value;
+
+const TIME: Duration = Duration::from_secs(10);
+
+static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Holds the one-cluster lock: two runs at once would slow each other's processes.
+fn serial() -> MutexGuard<'static, ()> {
+    ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The first seed whose schedule for a 10 s run of `workload` on processes kills a compute
+/// node, so that transactions open on it are cut off midway.
+fn seed_that_kills_a_compute_node(workload: TxnWorkload) -> u64 {
+    (0..10_000)
+        .find(|&seed| {
+            let plan = TxnRunConfig {
+                seed,
+                time: TIME,
+                nemesis: PROCESS_NEMESIS_KINDS.to_vec(),
+                ..TxnRunConfig::new(workload)
+            }
+            .plan();
+            plan.iter()
+                .any(|fault| fault.kind == TxnNemesisKind::KillCompute)
+        })
+        .expect("some seed plans a compute node kill")
+}
+
+/// Runs `helios run --workload <workload> --target processes --json` with `args`; returns the
+/// output, results.json and how long it took.
+fn run_on_processes(workload: &str, store: &Path, args: &[&str]) -> (Output, Value, Duration) {
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_helios"))
+        .args([
+            "run",
+            "--workload",
+            workload,
+            "--target",
+            "processes",
+            "--json",
+        ])
+        .args(args)
+        .arg("--store")
+        .arg(store)
+        .output()
+        .expect("helios runs");
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let results: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|error| panic!("results.json on stdout: {error}; stderr:\n{stderr}"));
+    (output, results, took)
+}
+
+fn history_events(results: &Value) -> Vec<Value> {
+    let history = results["history"].as_str().expect("the history's path");
+    std::fs::read_to_string(history)
+        .expect("the history is readable")
+        .lines()
+        .skip(1)
+        .map(|line| serde_json::from_str::<Value>(line).expect("a json line"))
+        .collect()
+}
+
+fn count(events: &[Value], f: &str, event_type: &str) -> usize {
+    events
+        .iter()
+        .filter(|e| e["f"] == f && e["type"] == event_type)
+        .count()
+}
+
+/// Lines of the run's `cluster/<file>.log` that contain `needle`.
+fn log_lines(results: &Value, file: &str, needle: &str) -> usize {
+    let history = Path::new(results["history"].as_str().expect("the history's path"));
+    let log = history
+        .parent()
+        .expect("the run directory")
+        .join(format!("cluster/{file}.log"));
+    std::fs::read_to_string(&log)
+        .unwrap_or_else(|error| panic!("{}: {error}", log.display()))
+        .lines()
+        .filter(|line| line.contains(needle))
+        .count()
+}
+
+/// Asserts a valid run whose planned faults were all applied, including a real kill of a
+/// compute node (it started again), and that served after the heal.
+fn assert_valid_with_a_compute_kill(results: &Value, events: &[Value]) {
+    assert_eq!(results["verdict"], "valid", "{results:#}");
+    assert_eq!(results["liveness"], "valid");
+    assert_eq!(results["config"]["target"], "processes");
+    let planned = results["faults_planned"].as_u64().expect("faults planned");
+    assert_eq!(results["faults_applied"].as_u64(), Some(planned));
+    assert_eq!(results["fault_calls_refused"], serde_json::json!([]));
+    assert!(results["ok_in_healed_phase"].as_u64().unwrap() > 0);
+    let killed: Vec<&str> = events
+        .iter()
+        .filter(|e| e["f"] == "kill")
+        .filter_map(|e| e["value"]["node"].as_str())
+        .filter(|node| node.starts_with('c'))
+        .collect();
+    assert!(!killed.is_empty(), "no compute node was killed");
+    for node in killed {
+        let log = format!("compute-{}", &node[1..]);
+        assert!(
+            log_lines(results, &log, "compute node serving") >= 2,
+            "{node} was killed but never started again"
+        );
+    }
+}
+
+#[test]
+fn list_append_across_compute_node_processes_with_real_faults_is_read_committed() {
+    let _serial = serial();
+    // Setup: a seed whose schedule kills a compute node; clients spread over all three.
+    let seed = seed_that_kills_a_compute_node(TxnWorkload::ListAppend);
+    let store = tempfile::tempdir().expect("a temp dir");
+
+    // Workload under faults, through the CLI as a user runs it.
+    let (output, results, took) = run_on_processes(
+        "list-append",
+        store.path(),
+        &["--time", "10s", "--seed", &seed.to_string()],
+    );
+    eprintln!("seed {seed}: took {:.1} s", took.as_secs_f64());
+
+    // Check: Elle finds the history read committed; transactions committed through every
+    // compute node.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "stderr:\n{stderr}");
+    let isolation = &results["report"]["isolation"];
+    assert_eq!(isolation["consistency"], "read-committed", "{isolation:#}");
+    assert_eq!(isolation["verdict"], "valid", "{isolation:#}");
+    let events = history_events(&results);
+    let committed = count(&events, "txn", "ok");
+    assert!(committed > 50, "only {committed} transactions committed");
+    let nodes: std::collections::BTreeSet<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "ok")
+        .filter_map(|e| e["node"].as_str())
+        .collect();
+    assert_eq!(nodes, ["c0", "c1", "c2"].into(), "clients use every node");
+    assert_valid_with_a_compute_kill(&results, &events);
+}
+
+#[test]
+fn the_bank_across_compute_node_processes_with_real_faults_keeps_its_total() {
+    let _serial = serial();
+    // Setup: five accounts of 100 opened through c0; a seed that kills a compute node.
+    let seed = seed_that_kills_a_compute_node(TxnWorkload::Bank);
+    let store = tempfile::tempdir().expect("a temp dir");
+
+    // Workload: transfers and locked reads of every balance, through all three nodes.
+    let (output, results, took) = run_on_processes(
+        "bank",
+        store.path(),
+        &["--time", "10s", "--seed", &seed.to_string()],
+    );
+    eprintln!("seed {seed}: took {:.1} s", took.as_secs_f64());
+
+    // Check: transfers committed, every read summed to 500 (the final one included), and the
+    // bank checker agrees.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "stderr:\n{stderr}");
+    assert_eq!(results["report"]["bank"]["verdict"], "valid");
+    assert_eq!(
+        results["final_reads"],
+        serde_json::json!({"made": 1, "served": 1})
+    );
+    let events = history_events(&results);
+    assert!(count(&events, "transfer", "ok") > 20, "{results:#}");
+    let reads: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["f"] == "read" && e["type"] == "ok")
+        .collect();
+    assert!(reads.len() > 5, "only {} reads", reads.len());
+    for read in reads {
+        let balances = read["value"].as_object().expect("balances");
+        assert_eq!(balances.len(), 5, "{read}");
+        let sum: i64 = balances.values().map(|v| v.as_i64().unwrap()).sum();
+        assert_eq!(sum, 500, "{read}");
+    }
+    assert_valid_with_a_compute_kill(&results, &events);
+}
+
+#[test]
+fn compute_node_processes_that_read_uncommitted_writes_are_caught_as_g1() {
+    let _serial = serial();
+    // Setup: every compute node reads other transactions' intents; no faults: transactions
+    // that deadlock on each other's rows (list-append takes no lock order) are aborted by the
+    // writer that waits a second, and reads of their appends are G1a; reads between two
+    // appends of one transaction to one key are G1b.
+    let store = tempfile::tempdir().expect("a temp dir");
+    let mut found = None;
+    for seed in ["1", "2", "3"] {
+        let (output, results, took) = run_on_processes(
+            "list-append",
+            store.path(),
+            &[
+                "--time",
+                "6s",
+                "--seed",
+                seed,
+                "--nemesis",
+                "none",
+                "--unsafe",
+                "dirty-reads",
+            ],
+        );
+        eprintln!("seed {seed}: took {:.1} s", took.as_secs_f64());
+        assert_eq!(
+            results["config"]["unsafe"],
+            serde_json::json!(["dirty-reads"])
+        );
+        if output.status.code() == Some(1) {
+            found = Some(results);
+            break;
+        }
+    }
+
+    // Check: invalid, by Elle, with aborted or intermediate reads among the anomalies.
+    let results = found.expect("dirty reads were not caught in three seeds");
+    assert_eq!(results["verdict"], "invalid");
+    let isolation = &results["report"]["isolation"];
+    assert_eq!(isolation["verdict"], "invalid");
+    let failing: Vec<&str> = isolation["failing"]
+        .as_array()
+        .expect("failing anomalies")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        failing.contains(&"G1a") || failing.contains(&"G1b"),
+        "{failing:?}"
+    );
+}
+
+#[test]
+fn what_compute_node_processes_cannot_run_is_refused_with_a_usage_error() {
+    let refused = |args: &[&str], needles: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_helios"))
+            .arg("run")
+            .args(args)
+            .output()
+            .expect("helios runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(3), "{args:?}: {stderr}");
+        for needle in needles {
+            assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        }
+    };
+    refused(
+        &[
+            "--workload",
+            "bank",
+            "--target",
+            "processes",
+            "--unsafe",
+            "no-2pc",
+        ],
+        &["no-2pc", "in process only"],
+    );
+    refused(
+        &[
+            "--workload",
+            "list-append",
+            "--target",
+            "processes",
+            "--nemesis",
+            "kill-metadata",
+        ],
+        &["kill-metadata", "embedded cluster only"],
+    );
+    refused(
+        &[
+            "--workload",
+            "rw-register",
+            "--target",
+            "processes",
+            "--nodes",
+            "4",
+        ],
+        &["multiple of 3"],
+    );
+    refused(
+        &["--workload", "bank", "--target", "docker"],
+        &["register workload only", "--target processes"],
+    );
+}
