@@ -484,3 +484,47 @@ fn figures() {
         assert_eq!(sum, 0, "a transfer applied one side only");
     });
 }
+
+#[test]
+fn a_transaction_from_before_a_restart_never_reaches_a_later_one() {
+    let _serial = serial();
+    run(async {
+        let mut cluster = Cluster::start(1, 2, &[]).await;
+        let (node, other) = (cluster.compute(0), cluster.compute(1));
+        let before = node.begin().await.expect("begin");
+        before
+            .execute("INSERT INTO data (id, value) VALUES (1, 1)")
+            .await
+            .expect("insert");
+        cluster.cluster.kill(compute_process(0)).expect("kill");
+        cluster
+            .cluster
+            .restart(compute_process(0))
+            .expect("restart");
+        cluster
+            .cluster
+            .wait_for_cache(0, support::BOUND)
+            .await
+            .expect("leases");
+        let after = node.begin().await.expect("begin");
+        assert_ne!(after.id(), before.id());
+        after
+            .execute("INSERT INTO data (id, value) VALUES (2, 2)")
+            .await
+            .expect("insert");
+        let stale = before
+            .execute("INSERT INTO data (id, value) VALUES (3, 3)")
+            .await
+            .expect_err("a statement of a transaction the restart ended");
+        assert!(!stale.outcome_is_unknown(), "{stale}");
+        before
+            .commit()
+            .await
+            .expect_err("a commit of a transaction the restart ended");
+        after.commit().await.expect("commit");
+        assert_eq!(value_of(&other, 2).await, 2);
+        for id in [1, 3] {
+            assert_eq!(count(&other, id).await, 0, "row {id}");
+        }
+    });
+}

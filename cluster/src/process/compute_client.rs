@@ -168,9 +168,8 @@ impl ComputeClient {
     /// or on none.
     pub async fn begin(&self) -> Result<ComputeTransaction, ComputeClientError> {
         match self.client(ComputeClientRequest::Begin).await? {
-            ComputeClientReply::Began { handle, id } => Ok(ComputeTransaction {
+            ComputeClientReply::Began { id } => Ok(ComputeTransaction {
                 client: self.clone(),
-                handle,
                 id,
             }),
             other => Err(self.unexpected(&other)),
@@ -207,16 +206,10 @@ impl ComputeClient {
 #[derive(Clone, Debug)]
 pub struct ComputeTransaction {
     client: ComputeClient,
-    handle: u64,
     id: String,
 }
 
 impl ComputeTransaction {
-    /// The node's handle of the transaction.
-    pub fn handle(&self) -> u64 {
-        self.handle
-    }
-
     /// The transaction's id: its commit record is `txn/<id>` in the metadata group.
     pub fn id(&self) -> &str {
         &self.id
@@ -226,7 +219,7 @@ impl ComputeTransaction {
     pub async fn query(&self, sql: &str) -> Result<QueryResult, ComputeClientError> {
         self.client
             .statement(ComputeClientRequest::InTransaction {
-                txn: self.handle,
+                txn: self.id.clone(),
                 sql: sql.to_string(),
             })
             .await
@@ -242,7 +235,7 @@ impl ComputeTransaction {
     pub async fn commit(self) -> Result<Vec<usize>, ComputeClientError> {
         match self
             .client
-            .client(ComputeClientRequest::Commit(self.handle))
+            .client(ComputeClientRequest::Commit(self.id.clone()))
             .await?
         {
             ComputeClientReply::Committed { shards } => Ok(shards),
@@ -254,7 +247,7 @@ impl ComputeTransaction {
     pub async fn rollback(self) -> Result<(), ComputeClientError> {
         match self
             .client
-            .client(ComputeClientRequest::Rollback(self.handle))
+            .client(ComputeClientRequest::Rollback(self.id.clone()))
             .await?
         {
             ComputeClientReply::RolledBack => Ok(()),

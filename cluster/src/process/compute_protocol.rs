@@ -85,20 +85,21 @@ pub enum ComputeClientRequest {
     },
     /// Whether any table's row under `key` is in this node's cache.
     CacheContains(WireValue),
-    /// Opens a transaction on this node (read committed); answered with its handle.
+    /// Opens a transaction on this node (read committed); answered with its id.
     Begin,
     /// One statement inside the open transaction `txn`: its writes stay invisible to others
     /// until it commits; `SELECT ... FOR UPDATE` locks the row.
     InTransaction {
-        /// The handle [`ComputeClientReply::Began`] gave.
-        txn: u64,
+        /// The id [`ComputeClientReply::Began`] gave (it carries the node's incarnation, so
+        /// an id from before a restart names no later transaction).
+        txn: String,
         /// The statement.
         sql: String,
     },
     /// Commits transaction `txn` on every shard it wrote, or on none.
-    Commit(u64),
+    Commit(String),
     /// Rolls transaction `txn` back; none of its writes ever becomes visible.
-    Rollback(u64),
+    Rollback(String),
 }
 
 /// The answer to a [`ComputeClientRequest`].
@@ -117,9 +118,8 @@ pub enum ComputeClientReply {
     Cached(bool),
     /// A transaction is open.
     Began {
-        /// What later requests name it by.
-        handle: u64,
-        /// Its id: its commit record is `txn/<id>` in the metadata group.
+        /// Its id, which later requests name it by: its commit record is `txn/<id>` in the
+        /// metadata group.
         id: String,
     },
     /// The transaction committed; `shards` lists the shards it wrote or locked rows on.

@@ -4,15 +4,15 @@
 //! cache is never older than a write any member has exposed.
 //!
 //! Rows live in the replicated shards' registers: the key is `(table, shard key value)`, the
-//! value the whole row, both postcard bytes; a consistent-hash ring over the shards places
-//! each key. A table's shard key is recorded in the metadata group (`table/<name>`), so every
-//! compute node agrees on it.
+//! value a cell holding the row (postcard bytes, see `cells`); a consistent-hash ring over the
+//! shards places each key. A table's shard key is recorded in the metadata group
+//! (`table/<name>`), so every compute node agrees on it. Every write is a compare-and-set of
+//! the cell it read, so `UPDATE` expressions (`c = c + 1`) lose no concurrent update, and
+//! `INSERT` over an existing row fails as a duplicate key; cross-shard read-committed
+//! transactions put intents in cells and commit by one record in the metadata group.
 //!
-//! What this node does not do, and the in-process [`crate::compute::ComputeNode`] does:
-//! transactions, scans, and `UPDATE` expressions (`c = c + 1`). The replicated shards store
-//! registers with no conditional write, so an `UPDATE` reads the row, applies constant
-//! assignments and writes the whole row back: two concurrent updates of different columns of
-//! one row keep only one of them. `INSERT` writes over an existing row.
+//! What this node does not do, and the in-process [`crate::compute::ComputeNode`] does: scans
+//! and `COUNT(*)` over a whole table.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -477,9 +477,15 @@ impl Shared {
     }
 
     /// Runs one statement, inside open transaction `txn` or on its own.
-    async fn sql(&self, sql: &str, txn: Option<u64>) -> Result<ComputeClientReply, ComputeFailure> {
+    async fn sql(
+        &self,
+        sql: &str,
+        txn: Option<&str>,
+    ) -> Result<ComputeClientReply, ComputeFailure> {
         let deadline = Instant::now() + self.statement_timeout;
-        let txn_id = txn.map(|handle| self.txn_id(handle)).transpose()?;
+        if let Some(txn) = txn {
+            self.check_open(txn)?;
+        }
         let statement = parse_statement(sql).map_err(|error| definite(error.to_string()))?;
         if statement.n_params() > 0 {
             return Err(definite("parameters are not taken over TCP".to_string()));
@@ -506,12 +512,12 @@ impl Shared {
                 } else if for_update && txn.is_some() {
                     self.mutate(&table, &key, txn, deadline, |_| Ok(Mutation::Lock))
                         .await?
-                } else if let Some(txn_id) = &txn_id {
+                } else if txn.is_some() {
                     let bytes = row_key(&table, &key)?;
                     let stored = self
                         .read_cell(self.shard_of(&bytes), &bytes, deadline)
                         .await?;
-                    self.visible(&stored, Some(txn_id)).await?
+                    self.visible(&stored, txn).await?
                 } else {
                     self.read_row(&table, &key, deadline).await?
                 };
@@ -697,16 +703,16 @@ async fn handle(shared: &Shared, request: ComputeRequest) -> ComputeReply {
     match request {
         ComputeRequest::Client(request) => ComputeReply::Client(match request {
             ComputeClientRequest::Sql(sql) => shared.sql(&sql, None).await,
-            ComputeClientRequest::Begin => shared
-                .begin()
-                .map(|(handle, id)| ComputeClientReply::Began { handle, id }),
-            ComputeClientRequest::InTransaction { txn, sql } => shared.sql(&sql, Some(txn)).await,
+            ComputeClientRequest::Begin => {
+                shared.begin().map(|id| ComputeClientReply::Began { id })
+            }
+            ComputeClientRequest::InTransaction { txn, sql } => shared.sql(&sql, Some(&txn)).await,
             ComputeClientRequest::Commit(txn) => shared
-                .commit(txn)
+                .commit(&txn)
                 .await
                 .map(|shards| ComputeClientReply::Committed { shards }),
             ComputeClientRequest::Rollback(txn) => shared
-                .rollback(txn)
+                .rollback(&txn)
                 .await
                 .map(|()| ComputeClientReply::RolledBack),
             ComputeClientRequest::CreateTable { table, shard_key } => shared

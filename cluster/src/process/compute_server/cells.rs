@@ -175,7 +175,8 @@ pub(super) struct OpenTxn {
 /// The state of a node's transactions.
 #[derive(Debug, Default)]
 pub(super) struct Transactions {
-    open: HashMap<u64, OpenTxn>,
+    /// By id.
+    open: HashMap<String, OpenTxn>,
     next: u64,
     /// Decided transactions (`true`: committed).
     decided: HashMap<String, bool>,
@@ -335,7 +336,7 @@ impl Shared {
         &self,
         table: &str,
         key: &SqlValue,
-        txn: Option<u64>,
+        txn_id: Option<&str>,
         deadline: Instant,
         mutation: F,
     ) -> Result<Option<Row>, ComputeFailure>
@@ -344,11 +345,9 @@ impl Shared {
     {
         let bytes = row_key(table, key)?;
         let shard = self.shard_of(&bytes);
-        let txn_id = match txn {
-            Some(handle) => Some(self.note_intent(handle, shard, &bytes)?),
-            None => None,
-        };
-        let txn_id = txn_id.as_deref();
+        if let Some(txn) = txn_id {
+            self.note_intent(txn, shard, &bytes)?;
+        }
         let mut blocked: Option<(String, Instant)> = None;
         let mut stored = self.read_cell(shard, &bytes, deadline).await?;
         loop {
@@ -418,8 +417,8 @@ impl Shared {
                 .await?
             {
                 Put::Written(written) => {
-                    if let Some(handle) = txn {
-                        self.wrote_intent(handle, shard, &bytes, written);
+                    if let Some(txn) = txn_id {
+                        self.wrote_intent(txn, shard, &bytes, written);
                     }
                     return Ok(seen);
                 }
@@ -428,8 +427,9 @@ impl Shared {
         }
     }
 
-    /// Opens a transaction: its handle and id.
-    pub(super) fn begin(&self) -> Result<(u64, String), ComputeFailure> {
+    /// Opens a transaction; its id, which names it in later requests. The id carries the
+    /// node's incarnation, so an id from before a restart never names a later transaction.
+    pub(super) fn begin(&self) -> Result<String, ComputeFailure> {
         let mut transactions = lock(&self.transactions);
         if transactions.open.len() >= MAX_OPEN_TRANSACTIONS {
             return Err(definite(format!(
@@ -437,52 +437,51 @@ impl Shared {
             )));
         }
         transactions.next += 1;
-        let handle = transactions.next;
-        let id = format!("c{}.{:x}.{handle}", self.id, self.incarnation);
+        let id = format!("c{}.{:x}.{}", self.id, self.incarnation, transactions.next);
         transactions.open.insert(
-            handle,
+            id.clone(),
             OpenTxn {
                 id: id.clone(),
                 intents: BTreeMap::new(),
             },
         );
-        Ok((handle, id))
+        Ok(id)
     }
 
-    /// The id of open transaction `handle`.
-    pub(super) fn txn_id(&self, handle: u64) -> Result<String, ComputeFailure> {
-        lock(&self.transactions)
-            .open
-            .get(&handle)
-            .map(|txn| txn.id.clone())
-            .ok_or_else(|| no_such_transaction(handle))
-    }
-
-    /// Notes that `handle` is about to put an intent on `key`; its id.
-    fn note_intent(&self, handle: u64, shard: usize, key: &[u8]) -> Result<String, ComputeFailure> {
-        let mut transactions = lock(&self.transactions);
-        let txn = transactions
-            .open
-            .get_mut(&handle)
-            .ok_or_else(|| no_such_transaction(handle))?;
-        // Until the write is known to be applied, the cell it left is not known.
-        txn.intents.insert((shard, key.to_vec()), None);
-        Ok(txn.id.clone())
-    }
-
-    /// Notes the cell `handle`'s intent write left on `key`.
-    fn wrote_intent(&self, handle: u64, shard: usize, key: &[u8], written: Stored) {
-        if let Some(txn) = lock(&self.transactions).open.get_mut(&handle) {
-            txn.intents.insert((shard, key.to_vec()), Some(written));
+    /// Fails unless `txn` is open on this node.
+    pub(super) fn check_open(&self, txn: &str) -> Result<(), ComputeFailure> {
+        if lock(&self.transactions).open.contains_key(txn) {
+            Ok(())
+        } else {
+            Err(no_such_transaction(txn))
         }
     }
 
-    /// Commits `handle`: its record first, then its intents; the shards it touched.
-    pub(super) async fn commit(&self, handle: u64) -> Result<Vec<usize>, ComputeFailure> {
+    /// Notes that `txn` is about to put an intent on `key`.
+    fn note_intent(&self, txn: &str, shard: usize, key: &[u8]) -> Result<(), ComputeFailure> {
+        let mut transactions = lock(&self.transactions);
+        let open = transactions
+            .open
+            .get_mut(txn)
+            .ok_or_else(|| no_such_transaction(txn))?;
+        // Until the write is known to be applied, the cell it left is not known.
+        open.intents.insert((shard, key.to_vec()), None);
+        Ok(())
+    }
+
+    /// Notes the cell `txn`'s intent write left on `key`.
+    fn wrote_intent(&self, txn: &str, shard: usize, key: &[u8], written: Stored) {
+        if let Some(open) = lock(&self.transactions).open.get_mut(txn) {
+            open.intents.insert((shard, key.to_vec()), Some(written));
+        }
+    }
+
+    /// Commits `txn`: its record first, then its intents; the shards it touched.
+    pub(super) async fn commit(&self, txn: &str) -> Result<Vec<usize>, ComputeFailure> {
         let txn = lock(&self.transactions)
             .open
-            .remove(&handle)
-            .ok_or_else(|| no_such_transaction(handle))?;
+            .remove(txn)
+            .ok_or_else(|| no_such_transaction(txn))?;
         let shards: Vec<usize> = txn
             .intents
             .keys()
@@ -509,12 +508,12 @@ impl Shared {
         }
     }
 
-    /// Rolls `handle` back: its record says aborted, then its intents go.
-    pub(super) async fn rollback(&self, handle: u64) -> Result<(), ComputeFailure> {
+    /// Rolls `txn` back: its record says aborted, then its intents go.
+    pub(super) async fn rollback(&self, txn: &str) -> Result<(), ComputeFailure> {
         let txn = lock(&self.transactions)
             .open
-            .remove(&handle)
-            .ok_or_else(|| no_such_transaction(handle))?;
+            .remove(txn)
+            .ok_or_else(|| no_such_transaction(txn))?;
         if txn.intents.is_empty() {
             return Ok(());
         }
@@ -573,9 +572,9 @@ impl Shared {
     }
 }
 
-fn no_such_transaction(handle: u64) -> ComputeFailure {
+fn no_such_transaction(txn: &str) -> ComputeFailure {
     definite(format!(
-        "no open transaction {handle} on this node (it ended, or the node restarted)"
+        "no open transaction {txn} on this node (it ended, or the node restarted)"
     ))
 }
 
