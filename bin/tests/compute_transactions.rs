@@ -528,3 +528,28 @@ fn a_transaction_from_before_a_restart_never_reaches_a_later_one() {
         }
     });
 }
+
+#[test]
+fn a_transaction_dropped_open_is_rolled_back() {
+    let _serial = serial();
+    run(async {
+        let cluster = Cluster::start(1, 2, &[]).await;
+        let (first, second) = (cluster.compute(0), cluster.compute(1));
+        let tx = first.begin().await.expect("begin");
+        tx.execute("INSERT INTO data (id, value) VALUES (9, 1)")
+            .await
+            .expect("insert");
+        drop(tx);
+        let started = Instant::now();
+        second
+            .execute("INSERT INTO data (id, value) VALUES (9, 2)")
+            .await
+            .expect("an insert of the row the dropped transaction wrote");
+        assert!(
+            started.elapsed() < ABANDON_AFTER,
+            "the dropped transaction's lock held for {:?}",
+            started.elapsed()
+        );
+        assert_eq!(value_of(&first, 9).await, 2);
+    });
+}

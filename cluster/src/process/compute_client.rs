@@ -171,6 +171,7 @@ impl ComputeClient {
             ComputeClientReply::Began { id } => Ok(ComputeTransaction {
                 client: self.clone(),
                 id,
+                ended: false,
             }),
             other => Err(self.unexpected(&other)),
         }
@@ -201,12 +202,36 @@ impl ComputeClient {
 }
 
 /// A transaction open on one compute node (the seed's `begin_transaction`); it ends with
-/// [`Self::commit`] or [`Self::rollback`]. Dropped open, it holds its locks until a writer
-/// that waits on them presumes it abandoned ([`super::ABANDON_AFTER`]) and aborts it.
-#[derive(Clone, Debug)]
+/// [`Self::commit`] or [`Self::rollback`]. Dropped open (a caller that gave up waiting), it
+/// sends a rollback from a task of the current tokio runtime, as an in-process transaction
+/// rolls back when dropped; if that rollback is lost too, its locks last until a writer that
+/// waits on them presumes it abandoned ([`super::ABANDON_AFTER`]) and aborts it.
+#[derive(Debug)]
 pub struct ComputeTransaction {
     client: ComputeClient,
     id: String,
+    /// Invariant: set once a commit or rollback was sent; the node decides from then on.
+    ended: bool,
+}
+
+impl Drop for ComputeTransaction {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (client, id) = (self.client.clone(), self.id.clone());
+        runtime.spawn(async move {
+            if let Err(error) = client
+                .client(ComputeClientRequest::Rollback(id.clone()))
+                .await
+            {
+                tracing::debug!(txn = %id, %error, "rollback of a dropped transaction failed");
+            }
+        });
+    }
 }
 
 impl ComputeTransaction {
@@ -232,7 +257,8 @@ impl ComputeTransaction {
 
     /// Commits: every write becomes visible, on every shard it touched, or none does. Returns
     /// the shards the transaction wrote or locked rows on.
-    pub async fn commit(self) -> Result<Vec<usize>, ComputeClientError> {
+    pub async fn commit(mut self) -> Result<Vec<usize>, ComputeClientError> {
+        self.ended = true;
         match self
             .client
             .client(ComputeClientRequest::Commit(self.id.clone()))
@@ -244,7 +270,8 @@ impl ComputeTransaction {
     }
 
     /// Rolls back: no write of the transaction ever becomes visible.
-    pub async fn rollback(self) -> Result<(), ComputeClientError> {
+    pub async fn rollback(mut self) -> Result<(), ComputeClientError> {
+        self.ended = true;
         match self
             .client
             .client(ComputeClientRequest::Rollback(self.id.clone()))

@@ -151,8 +151,8 @@ impl SqlNode for ProcessComputeNode {
     }
 }
 
-/// Dropped before it ends, a process transaction holds its locks until a writer that waits on
-/// them presumes it abandoned and aborts it (see [`ComputeTransaction`]).
+/// Dropped before it ends (the op timed out), a process transaction sends a rollback, as an
+/// in-process one rolls back (see [`ComputeTransaction`]).
 impl SqlTransaction for ComputeTransaction {
     async fn query(&self, sql: &str) -> Result<QueryResult, StatementError> {
         ComputeTransaction::query(self, sql)
