@@ -1,7 +1,8 @@
 //! The compute workloads' nemesis on processes: on the planned schedule it kills and restarts,
 //! or pauses and resumes, a compute node process (a reader of the cache workload; any node of
 //! the transactional ones, whose open transactions it cuts off midway), kills and restarts a
-//! shard's current primary data member, or isolates a shard member from its shard and heals.
+//! shard's current primary data member, isolates a shard member from its shard and heals, or
+//! kills, pauses or partitions the metadata group, which holds the commit records.
 //! Each fault and heal is recorded as an `info` event of process `"nemesis"` before it is
 //! applied, with the values the in-process nemesis ([`super::nemesis`]) writes, so the checker
 //! pairs them alike.
@@ -21,7 +22,7 @@ use super::schedule::{PlannedTxnFault, TxnNemesisKind};
 use super::sql_node::compute_node_name;
 use crate::client::RunProgress;
 use crate::error::WorkloadError;
-use crate::history::Function;
+use crate::history::{node_name, Function};
 use crate::nemesis::bounded;
 use crate::recorder::Recorder;
 use crate::replicated::replica_node_name;
@@ -31,12 +32,17 @@ use crate::replicated::replica_node_name;
 /// through which every cache write goes; for the transactional workloads any node, with the
 /// transactions it coordinates open: a kill leaves their locks for other writers to abort, a
 /// pause makes them look abandoned), `kill-storage` a shard's primary data member,
-/// `partition-storage` any shard member.
-pub const PROCESS_NEMESIS_KINDS: [TxnNemesisKind; 4] = [
+/// `partition-storage` any shard member, `kill-metadata` and `pause-metadata` any metadata node
+/// (SIGKILL and restart, SIGSTOP and SIGCONT), `partition-metadata` splits the metadata group
+/// into two halves through the nodes' peer filters.
+pub const PROCESS_NEMESIS_KINDS: [TxnNemesisKind; 7] = [
     TxnNemesisKind::KillCompute,
     TxnNemesisKind::PauseCompute,
     TxnNemesisKind::KillStorage,
     TxnNemesisKind::PartitionStorage,
+    TxnNemesisKind::KillMetadata,
+    TxnNemesisKind::PauseMetadata,
+    TxnNemesisKind::PartitionMetadata,
 ];
 
 /// The bound on finding a shard's primary before killing it.
@@ -75,12 +81,14 @@ pub fn parse_process_nemesis(list: Option<&str>) -> Result<Vec<TxnNemesisKind>, 
     Ok(kinds)
 }
 
-/// The processes of a run: its compute nodes and replicated shards (and the metadata group,
-/// which the nemesis leaves alone). Client operations never take the lock, so a slow fault
-/// call (a reap after SIGKILL) does not hold them up.
+/// The processes of a run: its metadata group, compute nodes and replicated shards. Client
+/// operations never take the lock, so a slow fault call (a reap after SIGKILL) does not hold
+/// them up.
 #[derive(Debug, Clone)]
 pub struct TxnProcesses {
     cluster: Arc<Mutex<LocalCluster>>,
+    /// The metadata node ids (1-based; histories name node `i` `m{i-1}`, as in process).
+    metadata: Vec<NodeId>,
     n_compute: u32,
     n_shards: usize,
     /// The first compute node the nemesis may hit: 1 for the cache workload, whose writes all
@@ -91,10 +99,12 @@ pub struct TxnProcesses {
 /// A fault in effect, with what it takes to undo it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum ActiveFault {
-    ComputeKilled(NodeId, Value),
-    ComputePaused(NodeId, Value),
-    MemberKilled(NodeId, Value),
-    MemberIsolated,
+    /// A compute, member or metadata process was killed: restart it.
+    Killed(NodeId, Value),
+    /// A compute or metadata process was paused: resume it.
+    Paused(NodeId, Value),
+    /// Peer filters cut a shard member or the metadata group: empty them.
+    Partitioned,
 }
 
 impl TxnProcesses {
@@ -109,6 +119,7 @@ impl TxnProcesses {
             workload.as_str()
         );
         TxnProcesses {
+            metadata: cluster.ids(),
             cluster: Arc::new(Mutex::new(cluster)),
             n_compute,
             n_shards,
@@ -137,12 +148,21 @@ impl TxnProcesses {
         }
     }
 
-    /// Every compute node and shard member process, by process id.
+    /// Every metadata node, compute node and shard member process, by process id.
     fn fault_targets(&self) -> Vec<NodeId> {
         let members = (0..3 * self.n_shards as NodeId).map(member_process);
-        members
+        self.metadata
+            .iter()
+            .copied()
+            .chain(members)
             .chain((0..self.n_compute).map(compute_process))
             .collect()
+    }
+
+    /// The metadata node a fault hits: its process id and history name.
+    fn pick_metadata(&self, pick: u64) -> (NodeId, String) {
+        let id = self.metadata[(pick % self.metadata.len() as u64) as usize];
+        (id, node_name(id - 1))
     }
 
     /// Undoes every fault, whatever the nemesis left: resumes paused processes, restarts dead
@@ -205,14 +225,14 @@ impl TxnProcesses {
                 let targets = json!({"node": compute_node_name(index)});
                 record(recorder, Function::Kill, targets.clone());
                 let killed = self.blocking(move |cluster| cluster.kill(id)).await;
-                (ActiveFault::ComputeKilled(id, targets), killed)
+                (ActiveFault::Killed(id, targets), killed)
             }
             TxnNemesisKind::PauseCompute => {
                 let (index, id) = self.pick_compute(fault.pick);
                 let targets = json!({"node": compute_node_name(index)});
                 record(recorder, Function::Pause, targets.clone());
                 let paused = self.blocking(move |cluster| cluster.pause(id)).await;
-                (ActiveFault::ComputePaused(id, targets), paused)
+                (ActiveFault::Paused(id, targets), paused)
             }
             TxnNemesisKind::KillStorage => {
                 let shard = (fault.pick % self.n_shards as u64) as usize;
@@ -226,7 +246,7 @@ impl TxnProcesses {
                 record(recorder, Function::Kill, targets.clone());
                 let id = member_process(primary);
                 let killed = self.blocking(move |cluster| cluster.kill(id)).await;
-                (ActiveFault::MemberKilled(id, targets), killed)
+                (ActiveFault::Killed(id, targets), killed)
             }
             TxnNemesisKind::PartitionStorage => {
                 let member = fault.pick % (3 * self.n_shards as u64);
@@ -243,7 +263,40 @@ impl TxnProcesses {
                 );
                 let cluster = self.cluster.lock().await;
                 let isolated = cluster.isolate_member(member).await;
-                (ActiveFault::MemberIsolated, isolated)
+                (ActiveFault::Partitioned, isolated)
+            }
+            TxnNemesisKind::KillMetadata => {
+                let (id, name) = self.pick_metadata(fault.pick);
+                let targets = json!({"node": name});
+                record(recorder, Function::Kill, targets.clone());
+                let killed = self.blocking(move |cluster| cluster.kill(id)).await;
+                (ActiveFault::Killed(id, targets), killed)
+            }
+            TxnNemesisKind::PauseMetadata => {
+                let (id, name) = self.pick_metadata(fault.pick);
+                let targets = json!({"node": name});
+                record(recorder, Function::Pause, targets.clone());
+                let paused = self.blocking(move |cluster| cluster.pause(id)).await;
+                (ActiveFault::Paused(id, targets), paused)
+            }
+            TxnNemesisKind::PartitionMetadata => {
+                // Halves, the minority first, rotated by the fault's pick, as in process.
+                let mut minority = self.metadata.clone();
+                minority.rotate_left((fault.pick % self.metadata.len() as u64) as usize);
+                let majority = minority.split_off(self.metadata.len() / 2);
+                let groups = vec![minority, majority];
+                let names: Vec<Vec<String>> = groups
+                    .iter()
+                    .map(|group| group.iter().map(|&id| node_name(id - 1)).collect())
+                    .collect();
+                record(
+                    recorder,
+                    Function::StartPartition,
+                    json!({"nemesis": "metadata-partition", "groups": names}),
+                );
+                let cluster = self.cluster.lock().await;
+                let partitioned = cluster.partition(&groups).await;
+                (ActiveFault::Partitioned, partitioned)
             }
             other => unreachable!("{} is not a fault on processes", other.as_str()),
         }
@@ -252,17 +305,17 @@ impl TxnProcesses {
     /// Records the heal of `active`, then heals it; returns the refusal, if any.
     async fn heal(&self, recorder: &Recorder, active: ActiveFault) -> Result<(), String> {
         let result = match active {
-            ActiveFault::ComputeKilled(id, targets) | ActiveFault::MemberKilled(id, targets) => {
+            ActiveFault::Killed(id, targets) => {
                 record(recorder, Function::Restart, targets.clone());
                 let restarted = self.blocking(move |cluster| cluster.restart(id)).await;
                 restarted.map_err(|error| format!("restart {targets}: {error}"))
             }
-            ActiveFault::ComputePaused(id, targets) => {
+            ActiveFault::Paused(id, targets) => {
                 record(recorder, Function::Resume, targets.clone());
                 let resumed = self.blocking(move |cluster| cluster.resume(id)).await;
                 resumed.map_err(|error| format!("resume {targets}: {error}"))
             }
-            ActiveFault::MemberIsolated => {
+            ActiveFault::Partitioned => {
                 record(recorder, Function::StopPartition, json!("network-healed"));
                 let mut cluster = self.cluster.lock().await;
                 let healed = cluster.heal().await;
@@ -321,18 +374,22 @@ mod tests {
         assert_eq!(parse_process_nemesis(None).unwrap(), PROCESS_NEMESIS_KINDS);
         assert_eq!(
             parse_process_nemesis(Some("kill")).unwrap(),
-            vec![TxnNemesisKind::KillCompute, TxnNemesisKind::KillStorage]
+            vec![
+                TxnNemesisKind::KillCompute,
+                TxnNemesisKind::KillStorage,
+                TxnNemesisKind::KillMetadata
+            ]
         );
         assert_eq!(
             parse_process_nemesis(Some("all")).unwrap(),
             PROCESS_NEMESIS_KINDS
         );
         assert!(parse_process_nemesis(Some("none")).unwrap().is_empty());
-        let error = parse_process_nemesis(Some("pause-compute,kill-metadata"))
+        let error = parse_process_nemesis(Some("pause-compute,crash-compute"))
             .unwrap_err()
             .to_string();
         assert!(
-            error.contains("kill-metadata") && error.contains("partition-storage"),
+            error.contains("crash-compute") && error.contains("partition-metadata"),
             "{error}"
         );
         assert!(parse_process_nemesis(Some("kill-moon")).is_err());

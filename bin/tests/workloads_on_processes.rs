@@ -1,8 +1,10 @@
-//! `helios run --workload list-append|rw-register|bank --target processes`: transactions across
-//! compute node processes over replicated shards, with real faults, judged by the same checkers
-//! as the embedded run. List-append stays read committed and the bank keeps its total while a
-//! compute node is killed with transactions open; a compute node that reads uncommitted writes
-//! (`--unsafe dirty-reads`) is caught by Elle as G1; what processes cannot run is refused.
+//! `helios run --workload cache|list-append|rw-register|bank --target processes`: the compute
+//! workloads across compute node processes over replicated shards and a metadata group, with
+//! real faults, judged by the same checkers as the embedded run. The cache run is valid with
+//! the invalidation protocol and invalid (stale reads) without it; list-append stays read
+//! committed and the bank keeps its total while a compute node is killed with transactions
+//! open; a compute node that reads uncommitted writes (`--unsafe dirty-reads`) is caught by
+//! Elle as G1; what processes cannot run is refused. One run at a time (a lock).
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -14,6 +16,9 @@ use helios_workload::txn::{TxnNemesisKind, TxnRunConfig, TxnWorkload};
 use serde_json::Value;
 
 const TIME: Duration = Duration::from_secs(10);
+
+/// The cache runs' length.
+const CACHE_TIME: Duration = Duration::from_secs(12);
 
 static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -282,9 +287,9 @@ fn what_compute_node_processes_cannot_run_is_refused_with_a_usage_error() {
             "--target",
             "processes",
             "--nemesis",
-            "kill-metadata",
+            "crash-compute",
         ],
-        &["kill-metadata", "embedded cluster only"],
+        &["crash-compute", "embedded cluster only"],
     );
     refused(
         &[
@@ -301,4 +306,149 @@ fn what_compute_node_processes_cannot_run_is_refused_with_a_usage_error() {
         &["--workload", "bank", "--target", "docker"],
         &["register workload only", "--target processes"],
     );
+}
+
+/// The first seed whose schedule for a 12 s run kills a reader compute node and a shard
+/// primary, so that the run exercises both real kills.
+fn seed_with_both_kills() -> u64 {
+    (0..10_000)
+        .find(|&seed| {
+            let plan = TxnRunConfig {
+                seed,
+                time: CACHE_TIME,
+                nemesis: PROCESS_NEMESIS_KINDS.to_vec(),
+                ..TxnRunConfig::new(TxnWorkload::Cache)
+            }
+            .plan();
+            let has = |kind| plan.iter().any(|fault| fault.kind == kind);
+            has(TxnNemesisKind::KillCompute) && has(TxnNemesisKind::KillStorage)
+        })
+        .expect("some seed plans both kills")
+}
+
+#[test]
+fn a_cache_run_on_compute_node_processes_with_real_faults_is_valid() {
+    let _serial = serial();
+    // Setup: a seed whose schedule kills a reader compute node and a shard primary.
+    let seed = seed_with_both_kills();
+    eprintln!("seed {seed}");
+    let store = tempfile::tempdir().expect("a temp dir");
+
+    // Workload under faults, through the CLI as a user runs it.
+    let (output, results, took) = run_on_processes(
+        "cache",
+        store.path(),
+        &[
+            "--time",
+            "12s",
+            "--rate",
+            "300",
+            "--seed",
+            &seed.to_string(),
+        ],
+    );
+    eprintln!("took {:.1} s", took.as_secs_f64());
+
+    // Check: valid by every checker, served after the heal, every fault applied and paired.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "stderr:\n{stderr}");
+    assert_eq!(results["verdict"], "valid", "{results:#}");
+    assert_eq!(results["liveness"], "valid");
+    assert_eq!(results["config"]["target"], "processes");
+    assert_eq!(results["report"]["header"]["workload"], "cache");
+    assert_eq!(results["report"]["header"]["model"], "register");
+    let planned = results["faults_planned"].as_u64().expect("faults planned");
+    assert!(planned >= 2, "{results:#}");
+    assert_eq!(results["faults_applied"].as_u64(), Some(planned));
+    assert_eq!(results["fault_calls_refused"], serde_json::json!([]));
+    assert_eq!(
+        results["report"]["timing"]["faults"]
+            .as_array()
+            .map(Vec::len),
+        Some(planned as usize),
+        "the checker paired every fault"
+    );
+    assert_eq!(results["report"]["cache"]["verdict"], "valid");
+
+    // The invalidation latency was measured between processes: writes through c0, pairs on
+    // the reader nodes, a latency for every converged pair.
+    let invalidation = &results["report"]["timing"]["invalidation"];
+    let pairs = invalidation["pairs"].as_u64().expect("pairs");
+    assert!(pairs > 100, "{invalidation:#}");
+    assert_eq!(invalidation["unconverged_pairs"], 0);
+    assert_eq!(invalidation["latency_ms"]["count"].as_u64(), Some(pairs));
+    assert!(
+        invalidation["latency_ms"]["p99"].is_number(),
+        "{invalidation:#}"
+    );
+    let events = history_events(&results);
+    let ok = |f: &'static str| {
+        events
+            .iter()
+            .filter(move |e| e["type"] == "ok" && e["f"] == f)
+            .map(|e| e["node"].as_str().expect("an ok names its node"))
+    };
+    assert!(ok("write").all(|node| node == "c0"));
+    let readers: std::collections::BTreeSet<&str> = ok("read").collect();
+    assert_eq!(readers, ["c1", "c2"].into(), "reads name their node");
+
+    // The kills were real: the killed processes started again.
+    for event in events.iter().filter(|e| e["f"] == "kill") {
+        let node = event["value"]["node"].as_str().expect("a node");
+        let (log, needle) = match node.split_at(1) {
+            ("c", index) => (format!("compute-{index}"), "compute node serving"),
+            // Only data members are killed: a primary.
+            ("r", member) => (format!("storage-{member}"), "shard member serving"),
+            // History names are 0-based, process ids 1-based.
+            ("m", index) => (
+                format!("node-{}", index.parse::<u64>().expect("an index") + 1),
+                "metadata node serving",
+            ),
+            _ => panic!("unexpected kill target {node}"),
+        };
+        assert!(
+            log_lines(&results, &log, needle) >= 2,
+            "{node} was killed but never started again"
+        );
+    }
+}
+
+#[test]
+fn skipping_invalidations_on_compute_node_processes_is_caught_as_stale_reads() {
+    let _serial = serial();
+    // Setup: compute nodes that acknowledge invalidations without applying them; no faults.
+    let store = tempfile::tempdir().expect("a temp dir");
+
+    // Workload.
+    let (output, results, took) = run_on_processes(
+        "cache",
+        store.path(),
+        &[
+            "--time",
+            "5s",
+            "--seed",
+            "7",
+            "--nemesis",
+            "none",
+            "--unsafe",
+            "skip-invalidation",
+        ],
+    );
+    eprintln!("took {:.1} s", took.as_secs_f64());
+
+    // Check: the cache checker finds reads that stayed stale past the bound, and the
+    // linearizability checker forbids them too; the exit code says invalid.
+    assert_eq!(output.status.code(), Some(1), "{results:#}");
+    assert_eq!(results["verdict"], "invalid");
+    assert_eq!(
+        results["config"]["unsafe"],
+        serde_json::json!(["skip-invalidation"])
+    );
+    let cache = &results["report"]["cache"];
+    assert_eq!(cache["verdict"], "invalid", "{cache:#}");
+    assert!(cache["stale_reads"].as_u64().unwrap() > 0, "{cache:#}");
+    assert!(cache["late_pairs"].as_u64().unwrap() > 0, "{cache:#}");
+    let witness = &cache["witness"];
+    assert!(witness.is_object(), "{cache:#}");
+    assert_eq!(results["report"]["linearizability"]["verdict"], "invalid");
 }
