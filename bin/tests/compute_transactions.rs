@@ -553,3 +553,54 @@ fn a_transaction_dropped_open_is_rolled_back() {
         assert_eq!(value_of(&first, 9).await, 2);
     });
 }
+
+#[test]
+fn two_transactions_that_lock_rows_in_opposite_orders_do_not_deadlock() {
+    let _serial = serial();
+    run(async {
+        let cluster = Cluster::start(2, 2, &[]).await;
+        let (first, second) = (cluster.compute(0), cluster.compute(1));
+        first
+            .execute("INSERT INTO data (id, value) VALUES (1, 0), (2, 0)")
+            .await
+            .expect("insert");
+        let started = Instant::now();
+        let older = first.begin().await.expect("begin");
+        let younger = second.begin().await.expect("begin");
+        older
+            .execute("UPDATE data SET value = value + 1 WHERE id = 1")
+            .await
+            .expect("the older locks row 1");
+        younger
+            .execute("UPDATE data SET value = value + 10 WHERE id = 2")
+            .await
+            .expect("the younger locks row 2");
+        // The older waits for the younger's row 2 ...
+        let waiting = tokio::spawn(async move {
+            older
+                .execute("UPDATE data SET value = value + 1 WHERE id = 2")
+                .await
+                .expect("the older waits for row 2");
+            older.commit().await.expect("the older commits")
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // ... and the younger, asking for the older's row 1, gives way at once.
+        let refused = younger
+            .execute("UPDATE data SET value = value + 10 WHERE id = 1")
+            .await
+            .expect_err("the younger gives way");
+        assert!(refused.to_string().contains("wait-die"), "{refused}");
+        younger.rollback().await.expect("rollback");
+        waiting.await.expect("the older's task");
+        assert!(
+            started.elapsed() < ABANDON_AFTER,
+            "the cycle was broken only after {:?}",
+            started.elapsed()
+        );
+        assert_eq!(value_of(&second, 1).await, 1);
+        assert_eq!(value_of(&second, 2).await, 1);
+        let status = second.status().await.expect("status");
+        assert_eq!(status.wait_die_aborts, 1);
+        assert_eq!(status.aborted_abandoned, 0);
+    });
+}

@@ -169,6 +169,9 @@ pub struct ComputeStatus {
     /// Transactions of other nodes that this node found abandoned (their locks held for
     /// [`super::compute_server::ABANDON_AFTER`] while it waited) and aborted.
     pub aborted_abandoned: u64,
+    /// Statements of this node's transactions that met a row locked by an older transaction
+    /// and gave way (wait-die), failing their transaction's statement.
+    pub wait_die_aborts: u64,
 }
 
 /// A compute node's answer, of the kind of its request.

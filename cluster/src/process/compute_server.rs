@@ -155,6 +155,8 @@ struct Shared {
     aborted_abandoned: AtomicU64,
     /// Cells this node wrote, for their tags.
     cell_writes: AtomicU64,
+    /// Statements of this node's transactions that gave way to an older transaction.
+    wait_die_aborts: AtomicU64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -231,6 +233,7 @@ impl ComputeServer {
             transactions: Mutex::new(Transactions::default()),
             aborted_abandoned: AtomicU64::new(0),
             cell_writes: AtomicU64::new(0),
+            wait_die_aborts: AtomicU64::new(0),
         });
         let mut tasks = Vec::new();
         for &(shard, member) in config.shards.keys() {
@@ -696,6 +699,7 @@ fn status(shared: &Shared) -> ComputeStatus {
             .collect(),
         open_transactions: lock(&shared.transactions).n_open(),
         aborted_abandoned: shared.aborted_abandoned.load(Ordering::SeqCst),
+        wait_die_aborts: shared.wait_die_aborts.load(Ordering::SeqCst),
     }
 }
 

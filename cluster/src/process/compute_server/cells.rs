@@ -11,7 +11,10 @@
 //! - Commit writes `txn/<id> = committed` in the metadata group by compare-and-set, then moves
 //!   each intent into its cell's committed row; rollback writes `aborted` first, then drops
 //!   them. Whoever meets an intent settles it from the record.
-//! - A writer blocked by an intent whose transaction has no record for [`ABANDON_AFTER`] writes
+//! - Locks follow wait-die: a transaction waits only for a younger one, and a younger one gives
+//!   way at once (its statement fails), so no deadlock forms.
+//! - A writer blocked by an intent whose transaction has no record for [`ABANDON_AFTER`] (or
+//!   began that long ago) writes
 //!   `aborted` by compare-and-set: a coordinator that was killed never blocks a row for long,
 //!   and one that was only slow finds its commit refused, never half applied.
 
@@ -67,6 +70,9 @@ struct Intent {
     txn: String,
     /// The row it writes if it commits; `None`: a lock only.
     row: Option<WireRow>,
+    /// When the transaction began (wall clock, ms since the epoch): its age, which orders
+    /// transactions for wait-die and tells an abandoned one.
+    started_ms: u64,
 }
 
 impl Cell {
@@ -167,6 +173,8 @@ enum Decision {
 pub(super) struct OpenTxn {
     /// Its id, unique across the node's restarts.
     id: String,
+    /// When it began (wall clock, ms since the epoch).
+    started_ms: u64,
     /// The rows it put intents on (or may have: the write's outcome was unknown), by shard,
     /// with the cell it last wrote there when that write is known to have been applied.
     intents: BTreeMap<(usize, Vec<u8>), Option<Stored>>,
@@ -345,9 +353,10 @@ impl Shared {
     {
         let bytes = row_key(table, key)?;
         let shard = self.shard_of(&bytes);
-        if let Some(txn) = txn_id {
-            self.note_intent(txn, shard, &bytes)?;
-        }
+        let started_ms = match txn_id {
+            Some(txn) => self.note_intent(txn, shard, &bytes)?,
+            None => 0,
+        };
         let mut blocked: Option<(String, Instant)> = None;
         let mut stored = self.read_cell(shard, &bytes, deadline).await?;
         loop {
@@ -362,7 +371,24 @@ impl Shared {
                                 Instant::now()
                             }
                         };
-                        if since.elapsed() < ABANDON_AFTER {
+                        let holder_age =
+                            Duration::from_millis(wall_ms().saturating_sub(intent.started_ms));
+                        let abandoned =
+                            since.elapsed() >= ABANDON_AFTER || holder_age >= ABANDON_AFTER;
+                        // Wait-die: a transaction waits only for a younger one, so no cycle of
+                        // waits (a deadlock) can form; a younger one gives way at once. A
+                        // statement outside transactions holds no lock, so it always waits.
+                        let younger = txn_id.is_some_and(|txn| {
+                            (started_ms, txn) > (intent.started_ms, holder.as_str())
+                        });
+                        if !abandoned && younger {
+                            self.wait_die_aborts.fetch_add(1, Ordering::SeqCst);
+                            return Err(definite(format!(
+                                "{table} row {key}: locked by the older transaction {holder}; \
+                                 this transaction gives way (wait-die)"
+                            )));
+                        }
+                        if !abandoned {
                             if Instant::now() + BLOCKED_POLL >= deadline {
                                 return Err(definite(format!(
                                     "{table} row {key}: locked by transaction {holder}"
@@ -403,6 +429,7 @@ impl Shared {
                     committed: stored.cell.committed.clone(),
                     intent: Some(Intent {
                         txn: txn.to_string(),
+                        started_ms,
                         row: match mutation {
                             Mutation::Put(row) => Some(row_to_wire(&row)),
                             // A lock keeps the transaction's own earlier write, if any.
@@ -442,6 +469,7 @@ impl Shared {
             id.clone(),
             OpenTxn {
                 id: id.clone(),
+                started_ms: wall_ms(),
                 intents: BTreeMap::new(),
             },
         );
@@ -457,8 +485,8 @@ impl Shared {
         }
     }
 
-    /// Notes that `txn` is about to put an intent on `key`.
-    fn note_intent(&self, txn: &str, shard: usize, key: &[u8]) -> Result<(), ComputeFailure> {
+    /// Notes that `txn` is about to put an intent on `key`; when `txn` began.
+    fn note_intent(&self, txn: &str, shard: usize, key: &[u8]) -> Result<u64, ComputeFailure> {
         let mut transactions = lock(&self.transactions);
         let open = transactions
             .open
@@ -466,7 +494,7 @@ impl Shared {
             .ok_or_else(|| no_such_transaction(txn))?;
         // Until the write is known to be applied, the cell it left is not known.
         open.intents.insert((shard, key.to_vec()), None);
-        Ok(())
+        Ok(open.started_ms)
     }
 
     /// Notes the cell `txn`'s intent write left on `key`.
@@ -572,6 +600,15 @@ impl Shared {
     }
 }
 
+/// The wall clock in ms since the epoch (0 before it).
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
 fn no_such_transaction(txn: &str) -> ComputeFailure {
     definite(format!(
         "no open transaction {txn} on this node (it ended, or the node restarted)"
@@ -597,6 +634,7 @@ mod tests {
             intent: Some(Intent {
                 txn: txn.to_string(),
                 row: intent.map(|v| row_to_wire(&row(v))),
+                started_ms: 5,
             }),
             tag: (1, 2),
         }
