@@ -14,9 +14,9 @@
 //! - Locks follow wait-die: a transaction waits only for a younger one, and a younger one gives
 //!   way at once (its statement fails), so no deadlock forms.
 //! - A writer blocked by an intent whose transaction has no record for [`ABANDON_AFTER`] (or
-//!   began that long ago) writes
-//!   `aborted` by compare-and-set: a coordinator that was killed never blocks a row for long,
-//!   and one that was only slow finds its commit refused, never half applied.
+//!   began that long ago) writes `aborted` by compare-and-set: a coordinator that was killed
+//!   never blocks a row for long, and one that was only slow finds its commit refused, never
+//!   half applied.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
