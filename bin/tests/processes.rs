@@ -6,11 +6,12 @@
 //! are tight. Every cluster is killed on drop, on every path, panics included, and its nodes
 //! are started with `--exit-with-parent`, so not even a killed test runner leaves them behind.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Output, Stdio};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use helios_cluster::process::{
@@ -18,30 +19,11 @@ use helios_cluster::process::{
 };
 use helios_cluster::NodeId;
 use proptest::prelude::*;
+use support::{run, serial};
 
 /// Any wait for the cluster to do something: generous, for a loaded two-core machine.
 const BOUND: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(10);
-
-static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-/// Runs a scenario on a runtime of its own (two workers, as the machine has two cores).
-fn run<F: std::future::Future>(scenario: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-        .block_on(scenario)
-}
-
-fn serial() -> MutexGuard<'static, ()> {
-    // A test that panicked while holding the lock leaves nothing behind (its cluster is killed
-    // on drop), so the poison carries no meaning here.
-    ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// A cluster and its directory; the cluster is dropped (its nodes killed) before the directory
 /// is removed.

@@ -6,28 +6,21 @@
 //! open; a compute node that reads uncommitted writes (`--unsafe dirty-reads`) is caught by
 //! Elle as G1; what processes cannot run is refused. One run at a time (a lock).
 
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use helios_workload::txn::process_nemesis::PROCESS_NEMESIS_KINDS;
 use helios_workload::txn::{TxnNemesisKind, TxnRunConfig, TxnWorkload};
 use serde_json::Value;
+use support::serial;
 
 const TIME: Duration = Duration::from_secs(10);
 
 /// The cache runs' length.
 const CACHE_TIME: Duration = Duration::from_secs(12);
-
-static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-/// Holds the one-cluster lock: two runs at once would slow each other's processes.
-fn serial() -> MutexGuard<'static, ()> {
-    ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// The first seed whose schedule for a 10 s run of `workload` on processes kills a compute
 /// node, so that transactions open on it are cut off midway.

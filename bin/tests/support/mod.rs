@@ -1,6 +1,10 @@
 //! The cluster the compute node tests share: one metadata node, replicated shards and compute
 //! nodes as `helios node` processes, one cluster at a time (a lock: the machine has two cores),
-//! killed on drop, with nodes started with `--exit-with-parent`.
+//! killed on drop, with nodes started with `--exit-with-parent`; and the lock and runtime every
+//! test binary of real processes takes.
+
+// Each test binary uses a part of this module.
+#![allow(dead_code)]
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -12,7 +16,8 @@ pub const BOUND: Duration = Duration::from_secs(15);
 
 static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// Holds the one-cluster lock.
+/// Holds the one-cluster lock of this test binary. A test that panicked while holding it leaves
+/// nothing behind (its cluster is killed on drop), so the poison carries no meaning.
 pub fn serial() -> MutexGuard<'static, ()> {
     ONE_CLUSTER_AT_A_TIME
         .lock()

@@ -453,8 +453,8 @@ impl Shared {
         }
         let stored = self.read_cell(shard, &bytes, deadline).await?;
         let row = self.visible(&stored, None).await?;
-        let settled = stored.cacheable(self.unsafe_dirty_reads);
-        if let (true, true, Some(row)) = (self.cacheable(shard), settled, &row) {
+        let may_cache = stored.may_cache(self.unsafe_dirty_reads);
+        if let (true, true, Some(row)) = (self.cacheable(shard), may_cache, &row) {
             self.cache.fill(table, key, row.clone(), stamp);
         }
         Ok(row)

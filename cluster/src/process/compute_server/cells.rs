@@ -138,15 +138,10 @@ impl Stored {
         Ok(Stored { bytes, cell })
     }
 
-    /// Whether no transaction locks the row, so its committed row may be cached.
-    pub(super) fn is_settled(&self) -> bool {
-        self.cell.intent.is_none()
-    }
-
-    /// Whether a row read from this cell may be cached: it is settled, or a deliberately
-    /// broken node caches dirty rows too.
-    pub(super) fn cacheable(&self, unsafe_dirty_reads: bool) -> bool {
-        unsafe_dirty_reads || self.is_settled()
+    /// Whether a row read from this cell may be cached: no transaction locks it, or a
+    /// deliberately broken node caches dirty rows too.
+    pub(super) fn may_cache(&self, unsafe_dirty_reads: bool) -> bool {
+        unsafe_dirty_reads || self.cell.intent.is_none()
     }
 }
 
@@ -522,16 +517,17 @@ impl Shared {
         }
         match self.decide(&txn.id, COMMITTED).await? {
             Decision::Committed => {
-                self.settle(&txn, true).await;
+                self.settle(txn, true).await;
                 Ok(shards)
             }
             _ => {
-                self.settle(&txn, false).await;
-                Err(definite(format!(
+                let aborted = definite(format!(
                     "transaction {} was aborted: a writer waiting on its locks for {:?} \
                      presumed it abandoned",
                     txn.id, ABANDON_AFTER
-                )))
+                ));
+                self.settle(txn, false).await;
+                Err(aborted)
             }
         }
     }
@@ -548,20 +544,21 @@ impl Shared {
         // Only this node could commit it, and it no longer will: whatever the record says
         // after this, the transaction did not commit.
         let _ = self.decide(&txn.id, ABORTED).await?;
-        self.settle(&txn, false).await;
+        self.settle(txn, false).await;
         Ok(())
     }
 
     /// Moves `txn`'s intents out of their cells, all at once; a failure leaves an intent to
     /// whoever meets it next, who settles it from the record.
-    async fn settle(&self, txn: &OpenTxn, committed: bool) {
+    async fn settle(&self, txn: OpenTxn, committed: bool) {
         let deadline = Instant::now() + self.statement_timeout;
-        let settles = txn.intents.iter().map(|((shard, key), written)| async move {
+        let id = txn.id.as_str();
+        let settles = txn.intents.into_iter().map(|((shard, key), written)| async move {
             if let Err(error) = self
-                .settle_one(&txn.id, *shard, key, written.clone(), committed, deadline)
+                .settle_one(id, shard, &key, written, committed, deadline)
                 .await
             {
-                tracing::warn!(node = self.id, txn = %txn.id, shard, %error, "intent left to be settled by others");
+                tracing::warn!(node = self.id, txn = %id, shard, %error, "intent left to be settled by others");
             }
         });
         futures::future::join_all(settles).await;
