@@ -233,7 +233,10 @@ fn start_with_compute(
         compute_args: Vec::new(),
         ports: Ports::Free,
         node_args: Vec::new(),
-        rust_log: Some("info,openraft=warn".to_owned()),
+        rust_log: Some(
+            std::env::var("HELIOS_TEST_RUST_LOG")
+                .unwrap_or_else(|_| "info,openraft=warn".to_owned()),
+        ),
         exit_with_parent: true,
     };
     let started = Instant::now();
@@ -1939,6 +1942,252 @@ async fn shard_001_consistent_hashing_distributes_data_evenly() {
         )
         .await,
         "user_9999"
+    );
+    stop_cluster(cluster);
+}
+
+/// The bound on adding a shard and moving its rows (the seed waits 10 s after `add_node`).
+const REBALANCE_BOUND: Duration = Duration::from_secs(60);
+
+/// Inserts rows `ids` into `table` as `(id, value)` through `compute`, from eight concurrent
+/// workers, `batch` rows per statement (a row is one compare-and-set either way).
+async fn insert_rows(
+    compute: &ComputeClient,
+    table: &str,
+    ids: std::ops::Range<i64>,
+    batch: usize,
+    value: fn(i64) -> String,
+) {
+    let workers: Vec<_> = (0..8i64)
+        .map(|worker| {
+            let compute = compute.clone();
+            let table = table.to_string();
+            let ids: Vec<i64> = ids.clone().filter(|i| i % 8 == worker).collect();
+            tokio::spawn(async move {
+                for chunk in ids.chunks(batch) {
+                    let rows: Vec<String> = chunk
+                        .iter()
+                        .map(|&i| format!("({i}, {})", value(i)))
+                        .collect();
+                    let sql = format!("INSERT INTO {table} (id, value) VALUES {}", rows.join(", "));
+                    compute
+                        .execute(&sql)
+                        .await
+                        .unwrap_or_else(|error| panic!("{sql:.60}...: {error}"));
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.expect("inserting worker");
+    }
+}
+
+/// Rows per shard, as each shard's primary counts them (the seed's `get_data_distribution`).
+async fn data_distribution(cluster: &LocalCluster) -> BTreeMap<usize, usize> {
+    let client = cluster.shard_client(SHARD_CALL_TIMEOUT);
+    let mut distribution = BTreeMap::new();
+    for shard in 0..cluster.shard_count() {
+        let primary = cluster
+            .wait_for_primary(shard, SHARD_STARTUP_BOUND)
+            .await
+            .expect("a primary");
+        let status = client.status(shard, primary).await.expect("status");
+        distribution.insert(shard, status.keys.expect("a data node counts its keys"));
+    }
+    distribution
+}
+
+/// Reads every row of `ids` in `table` through `compute` (eight concurrent readers) and
+/// returns the ids whose row is missing or holds another value than `value(id)`.
+async fn wrong_rows(
+    compute: &ComputeClient,
+    table: &str,
+    ids: Vec<i64>,
+    value: fn(i64) -> i64,
+) -> Vec<i64> {
+    let readers: Vec<_> = (0..8usize)
+        .map(|reader| {
+            let compute = compute.clone();
+            let table = table.to_string();
+            let ids: Vec<i64> = ids.iter().copied().skip(reader).step_by(8).collect();
+            tokio::spawn(async move {
+                let mut wrong = Vec::new();
+                for id in ids {
+                    let sql = format!("SELECT value FROM {table} WHERE id = {id}");
+                    let result = compute.query(&sql).await.expect("query");
+                    let found = result.rows.first().map(|row| row.get::<i64>("value"));
+                    if found != Some(value(id)) {
+                        wrong.push(id);
+                    }
+                }
+                wrong
+            })
+        })
+        .collect();
+    let mut wrong = Vec::new();
+    for reader in readers {
+        wrong.extend(reader.await.expect("reading worker"));
+    }
+    wrong.sort_unstable();
+    wrong
+}
+
+fn print_rebalance(test: &str, report: &helios_cluster::process::RebalanceReport) {
+    eprintln!(
+        "{test}: epoch {}, {} rows copied + {} copied first by compute nodes, {} deleted from \
+         the old shards; moving {:.2} s ({:.0} rows/s, {:.2} MB/s), whole {:.2} s",
+        report.epoch,
+        report.copied_rows,
+        report.already_there,
+        report.deleted_rows,
+        report.moving.as_secs_f64(),
+        report.rows_per_second(),
+        report.megabytes_per_second(),
+        report.elapsed.as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real processes, ~60 s; cargo test --test seed_on_processes -- --ignored"]
+async fn shard_002_adding_node_triggers_rebalancing() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    // Setup: three replicated shards; table data keyed by id, with the seed's 100,000 rows.
+    let (mut cluster, computes) = start_compute("shard-002", 3, 1).await;
+    let compute = &computes[0];
+    insert_rows(compute, "data", 0..100_000, 50, |i| (i * 2).to_string()).await;
+    let initial = data_distribution(&cluster).await;
+    // Add a 4th shard (two data nodes and a witness, as processes); add_shard returns once
+    // its rows have moved, which stands for the seed's 10 s wait.
+    let (new_shard, report) = cluster
+        .add_shard(REBALANCE_BOUND)
+        .await
+        .expect("add a shard and rebalance");
+    print_rebalance("shard-002", &report);
+    let final_dist = data_distribution(&cluster).await;
+    eprintln!("shard-002: rows per shard before {initial:?}, after {final_dist:?}");
+    assert!(
+        final_dist[&new_shard] > 0,
+        "New node has no data after rebalancing"
+    );
+    let initial_total: usize = initial.values().sum();
+    let final_total: usize = final_dist.values().sum();
+    assert_eq!(initial_total, 100_000);
+    assert_eq!(initial_total, final_total, "Data lost during rebalancing");
+    let final_ideal = 100_000 / 4;
+    for (shard, count) in &final_dist {
+        let deviation = ((*count as f64 - final_ideal as f64) / final_ideal as f64).abs();
+        assert!(
+            deviation < 0.15,
+            "Node {shard} has {count} items after rebalancing ({:.1}% deviation)",
+            deviation * 100.0
+        );
+    }
+    // Beyond the seed: a sample of rows, some moved, reads back with its value.
+    let sample: Vec<i64> = (0..100_000).step_by(97).collect();
+    assert_eq!(
+        wrong_rows(compute, "data", sample, |i| i * 2).await,
+        Vec::<i64>::new()
+    );
+    stop_cluster(cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real processes, ~40 s; cargo test --test seed_on_processes -- --ignored"]
+async fn shard_003_no_data_lost_during_rebalancing() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let (mut cluster, computes) = start_compute("shard-003", 3, 2).await;
+    create_tables(&computes[0], &["critical"]).await;
+    // The seed's column `data` holds 'value_<id>'; here column `value` holds the id, which
+    // the read-back compares.
+    insert_rows(&computes[0], "critical", 0..50_000, 50, |i| i.to_string()).await;
+    // Start rebalancing by adding a shard, and meanwhile read 100 random keys every 500 ms,
+    // 20 times, through the other compute node (the seed's continuous verification).
+    let sampler = {
+        let compute = computes[1].clone();
+        async move {
+            let mut missing = Vec::new();
+            let mut reads = 0;
+            for round in 0..20u64 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let keys: Vec<i64> = (0..100u64)
+                    .map(|i| {
+                        ((round * 100 + i).wrapping_mul(0x9E37_79B9_7F4A_7C15) % 50_000) as i64
+                    })
+                    .collect();
+                reads += keys.len();
+                missing.extend(wrong_rows(&compute, "critical", keys, |i| i).await);
+            }
+            (reads, missing)
+        }
+    };
+    let (added, (reads, missing)) = tokio::join!(cluster.add_shard(REBALANCE_BOUND), sampler);
+    let (_, report) = added.expect("add a shard and rebalance");
+    print_rebalance("shard-003", &report);
+    if !missing.is_empty() {
+        let again = wrong_rows(&computes[1], "critical", missing.clone(), |i| i).await;
+        let other = wrong_rows(&computes[0], "critical", missing.clone(), |i| i).await;
+        panic!(
+            "Keys {missing:?} missing during rebalancing; after it, still wrong through \
+             compute 1: {again:?}, through compute 0: {other:?}"
+        );
+    }
+    // Wait for rebalancing to complete (add_shard returned), then every key is there.
+    let all = wrong_rows(&computes[0], "critical", (0..50_000).collect(), |i| i).await;
+    assert!(
+        all.is_empty(),
+        "{} keys lost after rebalancing: {:?}",
+        all.len(),
+        &all[..all.len().min(20)]
+    );
+    let total: usize = data_distribution(&cluster).await.values().sum();
+    assert_eq!(total, 50_000, "rows lost or left twice");
+    eprintln!("shard-003: {reads} sampled reads during the rebalance, none missing");
+    stop_cluster(cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real processes, ~60 s; cargo test --test seed_on_processes -- --ignored"]
+async fn shard_004_rebalancing_with_concurrent_writes() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let (mut cluster, computes) = start_compute("shard-004", 3, 2).await;
+    create_tables(&computes[0], &["concurrent"]).await;
+    // A background writer inserts rows one per statement (eight at a time), through compute
+    // node 0, for as long as the rebalance takes and more.
+    const ROWS: i64 = 40_000;
+    let writer = {
+        let compute = computes[0].clone();
+        tokio::spawn(async move {
+            insert_rows(&compute, "concurrent", 0..ROWS, 1, |i| (i * 3).to_string()).await;
+        })
+    };
+    // Trigger rebalancing mid-writes.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, report) = cluster
+        .add_shard(REBALANCE_BOUND)
+        .await
+        .expect("add a shard and rebalance");
+    print_rebalance("shard-004", &report);
+    let writer_was_running = !writer.is_finished();
+    writer.await.expect("the writer's inserts all succeed");
+    assert!(
+        writer_was_running,
+        "the writer ended before the rebalance did: nothing was concurrent"
+    );
+    // Every write is present, read through the other compute node, and counted once.
+    let wrong = wrong_rows(&computes[1], "concurrent", (0..ROWS).collect(), |i| i * 3).await;
+    assert!(
+        wrong.is_empty(),
+        "{} writes lost during rebalancing: {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(20)]
+    );
+    let distribution = data_distribution(&cluster).await;
+    eprintln!("shard-004: rows per shard {distribution:?}");
+    assert_eq!(
+        distribution.values().sum::<usize>(),
+        ROWS as usize,
+        "Writes lost during rebalancing"
     );
     stop_cluster(cluster);
 }

@@ -15,7 +15,6 @@
 //! and `COUNT(*)` over a whole table.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -25,21 +24,22 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 mod cells;
+mod routing;
 
 pub use cells::ABANDON_AFTER;
 use cells::{Mutation, Transactions};
+use routing::Routing;
 
 use super::client::{ClientOptions, MetadataClient};
 use super::compute_protocol::{
     ComputeAdminRequest, ComputeClientReply, ComputeClientRequest, ComputeFailure, ComputeReply,
     ComputeRequest, ComputeStatus, Invalidation, LeaseId,
 };
+use super::ring_record::RingRecord;
 use super::shard_client::{MemberAddrs, ShardClient};
 use crate::compute::RowCache;
 use crate::metadata::NodeId;
 use crate::net::tcp::{self, ServeOptions};
-use crate::replication::ReplicationError;
-use crate::sharding::{hash_bytes, HashRing, StorageNodeId};
 use crate::sql::{
     apply_assignments, bind_row, parse_statement, Projection, Row, SqlStatement, SqlValue,
 };
@@ -142,9 +142,8 @@ struct Shared {
     /// A shorter-bounded client for lease renewals.
     lease_client: ShardClient,
     metadata: MetadataClient,
-    ring: HashRing,
-    /// Each shard's data members, in id order.
-    members: BTreeMap<usize, Vec<NodeId>>,
+    /// The ring this node routes rows by.
+    routing: Mutex<Routing>,
     primaries: Mutex<BTreeMap<usize, NodeId>>,
     leases: Mutex<BTreeMap<(usize, NodeId), HeldLease>>,
     schemas: Mutex<BTreeMap<String, String>>,
@@ -170,18 +169,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct ComputeServer {
     shared: Arc<Shared>,
     local_addr: SocketAddr,
-    /// Invariant: these run until `shutdown` (the listener, one renewal task per member).
+    /// Invariant: these run until `shutdown` (the listener, the lease and ring supervisor).
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl ComputeServer {
     /// Binds the listener, starts renewing leases, and serves.
     pub async fn start(config: ComputeConfig) -> Result<Self, ComputeServerError> {
-        let mut members: BTreeMap<usize, Vec<NodeId>> = BTreeMap::new();
-        for &(shard, member) in config.shards.keys() {
-            members.entry(shard).or_default().push(member);
-        }
-        if members.is_empty() {
+        if config.shards.is_empty() {
             return Err(ComputeServerError::Config(
                 "no shard members given".to_string(),
             ));
@@ -198,11 +193,6 @@ impl ComputeServer {
                     addr: config.listen,
                     source,
                 })?;
-        let names: Vec<(StorageNodeId, String)> = members
-            .keys()
-            .map(|&shard| (shard_node(shard), format!("shard_{shard}")))
-            .collect();
-        let ring = HashRing::new(names.iter().map(|(id, name)| (*id, name.as_str())));
         let shared = Arc::new(Shared {
             id: config.id,
             advertise: config
@@ -223,8 +213,7 @@ impl ComputeServer {
                     ..ClientOptions::default()
                 },
             ),
-            ring,
-            members,
+            routing: Mutex::new(Routing::new(RingRecord::initial(&config.shards))),
             primaries: Mutex::new(BTreeMap::new()),
             leases: Mutex::new(BTreeMap::new()),
             schemas: Mutex::new(BTreeMap::new()),
@@ -235,15 +224,10 @@ impl ComputeServer {
             cell_writes: AtomicU64::new(0),
             wait_die_aborts: AtomicU64::new(0),
         });
-        let mut tasks = Vec::new();
-        for &(shard, member) in config.shards.keys() {
-            tasks.push(tokio::spawn(renew(
-                Arc::clone(&shared),
-                shard,
-                member,
-                config.renew_interval,
-            )));
-        }
+        let mut tasks = vec![tokio::spawn(routing::supervise(
+            Arc::clone(&shared),
+            config.renew_interval,
+        ))];
         let handler_shared = Arc::clone(&shared);
         tasks.push(tokio::spawn(tcp::serve(
             listener,
@@ -256,7 +240,7 @@ impl ComputeServer {
         tracing::info!(
             node = config.id,
             addr = %local_addr,
-            shards = shared.members.len(),
+            shards = config.shards.len(),
             unsafe_skip_invalidation = config.unsafe_skip_invalidation,
             unsafe_dirty_reads = config.unsafe_dirty_reads,
             "compute node serving"
@@ -288,10 +272,6 @@ impl ComputeServer {
         }
         tracing::info!(node = self.shared.id, "compute node stopped");
     }
-}
-
-fn shard_node(shard: usize) -> StorageNodeId {
-    StorageNodeId(shard as u64)
 }
 
 /// Renews this node's lease from one data member, forever.
@@ -339,71 +319,14 @@ impl Shared {
     /// Whether rows of `shard` may be served from the cache now.
     fn cacheable(&self, shard: usize) -> bool {
         let now = Instant::now();
+        let members = self.members_of(shard);
         let leases = lock(&self.leases);
-        self.members[&shard].iter().all(|&member| {
-            leases
-                .get(&(shard, member))
-                .is_some_and(|held| held.until > now)
-        })
-    }
-
-    fn shard_of(&self, key: &[u8]) -> usize {
-        let owner = self
-            .ring
-            .owner(hash_bytes(key))
-            .expect("the ring has a token per shard");
-        usize::try_from(owner.0).expect("shard ids come from usize")
-    }
-
-    /// Runs `call` on `shard`'s primary, following redirects and trying the other data member
-    /// when one is down, until the statement's deadline.
-    async fn on_primary<T, F, Fut>(
-        &self,
-        shard: usize,
-        deadline: Instant,
-        call: F,
-    ) -> Result<T, ComputeFailure>
-    where
-        F: Fn(NodeId) -> Fut,
-        Fut: Future<Output = Result<T, ReplicationError>>,
-    {
-        let members = &self.members[&shard];
-        let mut target = lock(&self.primaries)
-            .get(&shard)
-            .copied()
-            .unwrap_or(members[0]);
-        let mut unknown = false;
-        loop {
-            let error = match tokio::time::timeout_at(deadline, call(target)).await {
-                Ok(Ok(value)) => {
-                    lock(&self.primaries).insert(shard, target);
-                    return Ok(value);
-                }
-                Ok(Err(error)) => error,
-                Err(_) => ReplicationError::Timeout {
-                    after: self.statement_timeout,
-                },
-            };
-            unknown |= error.outcome_is_unknown();
-            if Instant::now() >= deadline {
-                return Err(ComputeFailure {
-                    message: format!("shard {shard}: {error}"),
-                    outcome_unknown: unknown,
-                });
-            }
-            let hint = error
-                .primary_hint()
-                .filter(|hint| *hint != target && members.contains(hint));
-            match hint {
-                Some(primary) => target = primary,
-                None => {
-                    if let Some(&other) = members.iter().find(|&&m| m != target) {
-                        target = other;
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        }
+        !members.is_empty()
+            && members.iter().all(|&member| {
+                leases
+                    .get(&(shard, member))
+                    .is_some_and(|held| held.until > now)
+            })
     }
 
     /// The shard key column of `table`, from the metadata group the first time.
@@ -451,8 +374,10 @@ impl Shared {
                 return Ok(Some(row));
             }
         }
-        let stored = self.read_cell(shard, &bytes, deadline).await?;
+        let stored = self.read_cell(&bytes, deadline).await?;
         let row = self.visible(&stored, None).await?;
+        // The row may have been read from another shard than `shard` if the ring changed.
+        let shard = self.shard_of(&bytes);
         let may_cache = stored.may_cache(self.unsafe_dirty_reads);
         if let (true, true, Some(row)) = (self.cacheable(shard), may_cache, &row) {
             self.cache.fill(table, key, row.clone(), stamp);
@@ -517,9 +442,7 @@ impl Shared {
                         .await?
                 } else if txn.is_some() {
                     let bytes = row_key(&table, &key)?;
-                    let stored = self
-                        .read_cell(self.shard_of(&bytes), &bytes, deadline)
-                        .await?;
+                    let stored = self.read_cell(&bytes, deadline).await?;
                     self.visible(&stored, txn).await?
                 } else {
                     self.read_row(&table, &key, deadline).await?
@@ -692,9 +615,8 @@ fn status(shared: &Shared) -> ComputeStatus {
         cache_drops: shared.cache.n_drops(),
         invalidations: shared.invalidation_seq.load(Ordering::SeqCst),
         cacheable_shards: shared
-            .members
-            .keys()
-            .copied()
+            .members()
+            .into_keys()
             .filter(|&shard| shared.cacheable(shard))
             .collect(),
         open_transactions: lock(&shared.transactions).n_open(),

@@ -24,6 +24,7 @@ use super::manifest::{
 };
 use super::membership::{join_group, JoinError, Joiner};
 use super::protocol::NodeStatus;
+use super::rebalance::{self, RebalanceError, RebalanceReport};
 use super::shard_client::{MemberAddrs, ShardClient};
 use crate::metadata::NodeId;
 use crate::replication::{ReplicationError, ShardMembers};
@@ -96,6 +97,9 @@ pub enum LocalClusterError {
     /// A node could not be added to the group.
     #[error(transparent)]
     Join(#[from] JoinError),
+    /// A shard was added but its rows could not be moved.
+    #[error("rebalance: {0}")]
+    Rebalance(#[from] RebalanceError),
     /// A shard member's admin request failed.
     #[error("shard member process {id}: {source}")]
     Member {
@@ -254,7 +258,7 @@ impl LocalCluster {
             .collect();
         let shards = shard_entries(
             &dir,
-            spec.n_shards,
+            0..spec.n_shards,
             &ports[spec.n_nodes..],
             spec.exit_with_parent,
         );
@@ -551,6 +555,58 @@ impl LocalCluster {
         }
     }
 
+    /// Adds a replicated shard at run time and moves its rows to it: starts its two data nodes
+    /// and witness as processes on fresh ports, waits for its first primary, then runs the
+    /// rebalance (see [`crate::process::rebalance`]) through the metadata group, while compute
+    /// nodes keep serving. Returns the new shard and what the rebalance did. The whole is
+    /// bounded by `bound`.
+    pub async fn add_shard(
+        &mut self,
+        bound: Duration,
+    ) -> Result<(usize, RebalanceReport), LocalClusterError> {
+        let deadline = Instant::now() + bound;
+        let shard = self.shard_count();
+        let initial: MemberAddrs = self
+            .shard_client(Duration::from_secs(1))
+            .addrs()
+            .into_iter()
+            .filter(|&((s, member), _)| member != self.shard_members(s).witness)
+            .collect();
+        let exit_with_parent =
+            self.manifest.nodes.iter().any(|n| {
+                n.shard_member.is_some() && n.args.iter().any(|a| a == "--exit-with-parent")
+            });
+        let ports = pick_free_ports(3).map_err(io("pick free ports"))?;
+        let entries = shard_entries(&self.dir, shard..shard + 1, &ports, exit_with_parent);
+        let ids: Vec<NodeId> = entries.iter().map(|n| n.id).collect();
+        let new_members: MemberAddrs = entries
+            .iter()
+            .filter_map(|n| {
+                n.shard_member
+                    .filter(|m| !m.witness)
+                    .map(|m| ((m.shard, m.member), n.addr.clone()))
+            })
+            .collect();
+        self.manifest.nodes.extend(entries);
+        for id in ids {
+            self.spawn(id)?;
+        }
+        self.manifest.save(&self.dir)?;
+        self.wait_for_primary(shard, deadline.saturating_duration_since(Instant::now()))
+            .await?;
+        let metadata = self.client(ClientOptions::default());
+        let shards = self.shard_client(Duration::from_secs(2));
+        let report = rebalance::add_shard(
+            &metadata,
+            &shards,
+            &initial,
+            &new_members,
+            deadline.saturating_duration_since(Instant::now()),
+        )
+        .await?;
+        Ok((shard, report))
+    }
+
     /// Cuts shard member `member` off from the other members of its shard, both ways (through
     /// the peer filters of all three).
     pub async fn isolate_member(&self, member: NodeId) -> Result<(), LocalClusterError> {
@@ -778,17 +834,19 @@ fn set_arg(args: &mut Vec<String>, flag: &str, value: &str) {
     }
 }
 
-/// The manifest entries of `n_shards` shards' members, listening on `ports` (three per shard).
+/// The manifest entries of the members of `shards`, listening on `ports` (three per shard, from
+/// the first shard's).
 fn shard_entries(
     dir: &Path,
-    n_shards: usize,
+    shards: std::ops::Range<usize>,
     ports: &[u16],
     exit_with_parent: bool,
 ) -> Vec<ManifestNode> {
     let mut entries = Vec::new();
-    for shard in 0..n_shards {
+    let first = 3 * shards.start as NodeId;
+    for shard in shards {
         let base = 3 * shard as NodeId;
-        let addr = |member: NodeId| format!("127.0.0.1:{}", ports[member as usize]);
+        let addr = |member: NodeId| format!("127.0.0.1:{}", ports[(member - first) as usize]);
         let peers = (base..base + 3)
             .map(|m| format!("{m}={}", addr(m)))
             .collect::<Vec<_>>()

@@ -18,6 +18,8 @@ mod local_cluster;
 mod manifest;
 pub mod membership;
 pub mod protocol;
+pub mod rebalance;
+pub mod ring_record;
 mod server;
 mod shard_client;
 pub mod shard_protocol;
@@ -47,7 +49,9 @@ pub use protocol::{
     AdminReply, AdminRequest, ClientReply, ClientRequest, NodeReply, NodeRequest, NodeStatus,
     PeerRefusal,
 };
+pub use rebalance::{add_shard, RebalanceError, RebalanceReport};
+pub use ring_record::{RingRecord, RING_KEY};
 pub use server::{InitPolicy, NodeConfig, NodeServer, NodeServerError};
-pub use shard_client::{MemberAddrs, ShardClient};
+pub use shard_client::{MemberAddrs, ScanPage, ShardClient};
 pub use shard_protocol::{LatencySummary, MemberStatus};
 pub use shard_server::{MemberConfig, MemberRole, MemberServer, MemberServerError};

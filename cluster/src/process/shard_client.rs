@@ -11,6 +11,7 @@
 //! written.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use super::client::{call_once, CallError};
@@ -26,10 +27,20 @@ use crate::replication::{LogIndex, ReplicationError, WriteCondition};
 /// Where each member of each shard listens: `(shard, member id) -> host:port`.
 pub type MemberAddrs = BTreeMap<(usize, NodeId), String>;
 
-/// A client of shard member processes.
+/// A page of a member's copy (see [`ShardClient::scan`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanPage {
+    /// The fence of the copy scanned.
+    pub fence: u64,
+    /// Keys and values in key order; fewer than asked on the last page.
+    pub entries: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// A client of shard member processes. Clones share their address book, so members added
+/// through one ([`ShardClient::add_members`]) are known to all.
 #[derive(Clone, Debug)]
 pub struct ShardClient {
-    addrs: MemberAddrs,
+    addrs: Arc<RwLock<MemberAddrs>>,
     frames: FrameOptions,
 }
 
@@ -38,7 +49,7 @@ impl ShardClient {
     /// by `call_timeout`, and should outlast the members' own request timeout.
     pub fn new(addrs: MemberAddrs, call_timeout: Duration) -> Self {
         Self {
-            addrs,
+            addrs: Arc::new(RwLock::new(addrs)),
             frames: FrameOptions {
                 connect_timeout: Duration::from_millis(500),
                 call_timeout,
@@ -48,8 +59,24 @@ impl ShardClient {
     }
 
     /// Every member's address.
-    pub fn addrs(&self) -> &MemberAddrs {
-        &self.addrs
+    pub fn addrs(&self) -> MemberAddrs {
+        self.book().clone()
+    }
+
+    /// Learns the addresses of more members (a shard added at run time), or new addresses of
+    /// known ones.
+    pub fn add_members(&self, addrs: &MemberAddrs) {
+        let mut book = self
+            .addrs
+            .write()
+            .expect("shard address book poisoned: a panic happened while it was held");
+        book.extend(addrs.iter().map(|(member, addr)| (*member, addr.clone())));
+    }
+
+    fn book(&self) -> std::sync::RwLockReadGuard<'_, MemberAddrs> {
+        self.addrs
+            .read()
+            .expect("shard address book poisoned: a panic happened while it was held")
     }
 
     async fn call(
@@ -58,10 +85,10 @@ impl ShardClient {
         node: NodeId,
         request: ShardRequest,
     ) -> Result<ShardReply, ReplicationError> {
-        let Some(addr) = self.addrs.get(&(shard, node)) else {
+        let Some(addr) = self.book().get(&(shard, node)).cloned() else {
             return Err(ReplicationError::UnknownNode { node });
         };
-        call_once(addr, &request, &self.frames)
+        call_once(&addr, &request, &self.frames)
             .await
             .map_err(|error| match error {
                 CallError::NotSent { .. } => ReplicationError::NodeDown { node },
@@ -111,10 +138,26 @@ impl ShardClient {
         value: &[u8],
         condition: WriteCondition,
     ) -> Result<LogIndex, ReplicationError> {
+        self.write_routed(shard, node, (key, value), condition, 0)
+            .await
+    }
+
+    /// Like [`ShardClient::write_if`] for a client that routes by a ring of epoch
+    /// `ring_epoch`: refused with [`ReplicationError::StaleRing`] by a shard fenced at a newer
+    /// one. An empty `value` deletes the key.
+    pub async fn write_routed(
+        &self,
+        shard: usize,
+        node: NodeId,
+        (key, value): (&[u8], &[u8]),
+        condition: WriteCondition,
+        ring_epoch: u64,
+    ) -> Result<LogIndex, ReplicationError> {
         let request = ShardClientRequest::Write {
             key: key.to_vec(),
             value: value.to_vec(),
             condition,
+            ring_epoch,
         };
         match self.client(shard, node, request).await? {
             ShardClientReply::Written(index) => Ok(index),
@@ -129,9 +172,43 @@ impl ShardClient {
         node: NodeId,
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, ReplicationError> {
-        let request = ShardClientRequest::Read { key: key.to_vec() };
+        self.read_routed(shard, node, key, 0).await
+    }
+
+    /// Like [`ShardClient::read_linearizable`] for a client that routes by a ring of epoch
+    /// `ring_epoch` (see [`ShardClient::write_routed`]).
+    pub async fn read_routed(
+        &self,
+        shard: usize,
+        node: NodeId,
+        key: &[u8],
+        ring_epoch: u64,
+    ) -> Result<Option<Vec<u8>>, ReplicationError> {
+        let request = ShardClientRequest::Read {
+            key: key.to_vec(),
+            ring_epoch,
+        };
         match self.client(shard, node, request).await? {
             ShardClientReply::Value(value) => Ok(value),
+            other => Err(unexpected(node, &other)),
+        }
+    }
+
+    /// A page of member `node`'s own copy: up to `limit` keys and values after `after`, and
+    /// the copy's fence.
+    pub async fn scan(
+        &self,
+        shard: usize,
+        node: NodeId,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<ScanPage, ReplicationError> {
+        let request = ShardClientRequest::Scan {
+            after: after.map(<[u8]>::to_vec),
+            limit,
+        };
+        match self.client(shard, node, request).await? {
+            ShardClientReply::Scanned { fence, entries } => Ok(ScanPage { fence, entries }),
             other => Err(unexpected(node, &other)),
         }
     }

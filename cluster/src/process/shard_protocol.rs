@@ -56,11 +56,26 @@ pub enum ShardClientRequest {
         value: Vec<u8>,
         /// What the key's latest value must be (a compare-and-set when not `Always`).
         condition: WriteCondition,
+        /// The epoch of the ring the client routed by (0 for a client that does not route by
+        /// a ring); refused with [`ReplicationError::StaleRing`] when the shard is fenced at a
+        /// newer one.
+        ring_epoch: u64,
     },
     /// A linearizable read (primary with a lease).
     Read {
         /// The key.
         key: Vec<u8>,
+        /// As for `Write`.
+        ring_epoch: u64,
+    },
+    /// Up to `limit` keys and values of this member's own copy after `after`, in key order, with
+    /// the fence of that copy; what a rebalancer moves. Consistent with the log through the
+    /// copy's visible index, not linearizable.
+    Scan {
+        /// Start after this key (`None`: from the first).
+        after: Option<Vec<u8>>,
+        /// The most entries in the answer.
+        limit: usize,
     },
     /// This member's own copy of `key`: acknowledged writes on a primary, every durable write
     /// on a mirror. Not linearizable.
@@ -99,6 +114,13 @@ pub enum ShardClientReply {
     Accepted,
     /// The cache lease granted or renewed.
     Leased(Lease),
+    /// A page of a [`ShardClientRequest::Scan`].
+    Scanned {
+        /// The fence in the copy scanned (see [`crate::replication::Replica::fence`]).
+        fence: u64,
+        /// Keys and values, in key order; fewer than the limit on the last page.
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+    },
 }
 
 /// An operator's or a nemesis's request to a member.

@@ -44,6 +44,9 @@ const LINK_QUEUE: usize = 1024;
 const INBOX_CAPACITY: usize = 4096;
 /// How many client calls wait for the event loop.
 const CLIENT_QUEUE_CAPACITY: usize = 1024;
+/// The most entries one scan page carries, whatever the client asks (rows are small; a page
+/// stays far below the frame limit).
+pub const MAX_SCAN_PAGE: usize = 1024;
 
 /// What a member is, with the ids it needs to know.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -561,16 +564,31 @@ async fn handle_client(
                 None => Err(ReplicationError::WitnessHoldsNoData { node }),
             };
         }
+        ShardClientRequest::Scan { after, limit } => {
+            let state = shared.state();
+            if state.stopped {
+                return Err(ReplicationError::NodeDown { node });
+            }
+            return match state.member.as_replica() {
+                Some(replica) => Ok(ShardClientReply::Scanned {
+                    fence: replica.visible_fence(),
+                    entries: replica.scan(after.as_deref(), limit.min(MAX_SCAN_PAGE)),
+                }),
+                None => Err(ReplicationError::WitnessHoldsNoData { node }),
+            };
+        }
         ShardClientRequest::Write {
             key,
             value,
             condition,
+            ring_epoch,
         } => ClientOp::Write {
             key,
             value,
             condition,
+            ring_epoch,
         },
-        ShardClientRequest::Read { key } => ClientOp::Read { key },
+        ShardClientRequest::Read { key, ring_epoch } => ClientOp::Read { key, ring_epoch },
         ShardClientRequest::ForcePromotion => ClientOp::ForcePromotion,
     };
     let (call, answer) = ClientCall::new(op);

@@ -501,6 +501,7 @@ impl ReplicationCluster {
             key: key.to_vec(),
             value: value.to_vec(),
             condition: WriteCondition::Always,
+            ring_epoch: 0,
         };
         self.route(shard, op).await.map(|served| Served {
             value: match served.value {
@@ -517,7 +518,10 @@ impl ReplicationCluster {
         shard: usize,
         key: &[u8],
     ) -> Result<Served<Option<Vec<u8>>>, ReplicationError> {
-        let op = || ClientOp::Read { key: key.to_vec() };
+        let op = || ClientOp::Read {
+            key: key.to_vec(),
+            ring_epoch: 0,
+        };
         self.route(shard, op).await.map(|served| Served {
             value: match served.value {
                 ClientOutput::Read(value) => value,

@@ -98,6 +98,14 @@ pub enum ReplicationError {
         /// The key's latest value on the primary (`None`: never written).
         current: Option<Vec<u8>>,
     },
+    /// The request was routed by a ring older than the shard's fence (see
+    /// [`super::FENCE_KEY`]): keys may have moved to another shard. Nothing was written or read;
+    /// the client must learn the newer ring and route again.
+    #[error("routed by a ring older than the shard's fence (epoch {fence})")]
+    StaleRing {
+        /// The ring epoch the shard is fenced at.
+        fence: u64,
+    },
     /// The caller named a shard the cluster does not have.
     #[error("no shard {shard} in a cluster of {shards}")]
     UnknownShard {

@@ -161,7 +161,8 @@ impl ReplicaLog {
     }
 }
 
-/// The key-value state that applying the log up to `applied_index` gives.
+/// The key-value state that applying the log up to `applied_index` gives. An entry with an
+/// empty value deletes its key.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvState {
     map: BTreeMap<Vec<u8>, Vec<u8>>,
@@ -190,6 +191,20 @@ impl KvState {
         self.map.is_empty()
     }
 
+    /// Up to `limit` keys and values after `after` (from the first with `None`), in key order.
+    pub fn range_after(&self, after: Option<&[u8]>, limit: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(key) => Bound::Excluded(key.to_vec()),
+            None => Bound::Unbounded,
+        };
+        self.map
+            .range((start, Bound::Unbounded))
+            .take(limit)
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect()
+    }
+
     /// Makes the state that of `log` up to `index`, applying forward or rebuilding after a
     /// truncation.
     pub fn apply_to(&mut self, log: &ReplicaLog, index: LogIndex) {
@@ -203,7 +218,11 @@ impl KvState {
         }
         for i in self.applied_index + 1..=index {
             let entry = log.get(i).expect("index within the log");
-            self.map.insert(entry.key.clone(), entry.value.clone());
+            if entry.value.is_empty() {
+                self.map.remove(&entry.key);
+            } else {
+                self.map.insert(entry.key.clone(), entry.value.clone());
+            }
         }
         self.applied_index = index;
     }

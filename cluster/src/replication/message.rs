@@ -163,6 +163,8 @@ pub enum Event {
         value: Vec<u8>,
         /// What the key's latest value must be for the write to be appended.
         condition: WriteCondition,
+        /// The epoch of the ring the client routed by; refused when the shard's fence is newer.
+        ring_epoch: u64,
     },
     /// A client asks this node for a linearizable read.
     ClientRead {
@@ -170,6 +172,8 @@ pub enum Event {
         request: RequestId,
         /// The key to read.
         key: Vec<u8>,
+        /// The epoch of the ring the client routed by; refused when the shard's fence is newer.
+        ring_epoch: u64,
     },
     /// An operator asks the mirror to seek promotion without waiting out its failure detector
     /// (the seed's `promote_mirror_to_primary`); the witness still decides.

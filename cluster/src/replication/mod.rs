@@ -23,5 +23,5 @@ pub use message::{
 };
 pub use node::ReplicaNode;
 pub use options::{ProtocolOptions, Timing};
-pub use protocol::{Replica, ReplicaDurable, Role};
+pub use protocol::{Replica, ReplicaDurable, Role, FENCE_KEY};
 pub use witness::{Witness, WitnessDurable};

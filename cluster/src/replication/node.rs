@@ -70,6 +70,7 @@ impl ReplicaNode {
             key: key.to_vec(),
             value: value.to_vec(),
             condition,
+            ring_epoch: 0,
         };
         match self.shared.call(op, self.request_timeout).await? {
             ClientOutput::Written(index) => Ok(index),
@@ -79,7 +80,10 @@ impl ReplicaNode {
 
     /// A linearizable read through this node: only a primary holding its lease answers.
     pub async fn read_linearizable(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ReplicationError> {
-        let op = ClientOp::Read { key: key.to_vec() };
+        let op = ClientOp::Read {
+            key: key.to_vec(),
+            ring_epoch: 0,
+        };
         match self.shared.call(op, self.request_timeout).await? {
             ClientOutput::Read(value) => Ok(value),
             other => panic!("node {} answered a read with {other:?}", self.id()),

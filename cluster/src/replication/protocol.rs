@@ -25,6 +25,16 @@ use super::message::{
 use super::options::ProtocolOptions;
 use crate::metadata::NodeId;
 
+/// The key that holds a shard's ring fence: the epoch, 8 bytes big-endian, of the oldest ring a
+/// client may route by (see [`Replica::fence`]). No row key is empty, so it names no row.
+pub const FENCE_KEY: &[u8] = b"";
+
+fn decode_fence(value: Option<&[u8]>) -> u64 {
+    value
+        .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
 /// What a replica keeps across a crash ("durable" in the simulation: it survives kill and
 /// restart).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -216,7 +226,7 @@ impl Replica {
     }
 
     /// The newest value of `key` in this replica's log, applied or not: what a conditional
-    /// write on the primary is judged against.
+    /// write on the primary is judged against (an empty value is a deletion: `None`).
     fn latest(&self, key: &[u8]) -> Option<Vec<u8>> {
         let applied = self.kv.applied_index();
         let log = &self.durable.log;
@@ -224,14 +234,42 @@ impl Replica {
             .rev()
             .filter_map(|index| log.get(index))
             .find(|entry| entry.key == key)
-            .map(|entry| Some(entry.value.clone()))
+            .map(|entry| Some(entry.value.clone()).filter(|value| !value.is_empty()))
             .unwrap_or_else(|| self.kv.get(key))
     }
 
+    /// The ring epoch this shard is fenced at: the newest value of [`FENCE_KEY`] in the log,
+    /// applied or not (0 when never fenced). A client request routed by an older ring is refused.
+    ///
+    /// Judging by the newest entry is what makes the fence atomic with the log: a request is
+    /// either appended (or read) before the fence entry, and so precedes it in every copy of
+    /// the log, or refused. A fence entry lost in a failover was never acknowledged, so whoever
+    /// wrote it has not relied on it.
+    pub fn fence(&self) -> u64 {
+        decode_fence(self.latest(FENCE_KEY).as_deref())
+    }
+
+    /// The fence in this replica's visible state (what a scan of it is consistent with).
+    pub fn visible_fence(&self) -> u64 {
+        decode_fence(self.kv.get(FENCE_KEY).as_deref())
+    }
+
+    fn stale_ring(&self, ring_epoch: u64) -> Option<ReplicationError> {
+        let fence = self.fence();
+        (ring_epoch < fence).then_some(ReplicationError::StaleRing { fence })
+    }
+
     /// How many keys this replica's visible state holds (acknowledged writes on a primary,
-    /// every durable one on a mirror).
+    /// every durable one on a mirror), the fence not counted.
     pub fn key_count(&self) -> usize {
-        self.kv.len()
+        self.kv.len() - usize::from(self.kv.get(FENCE_KEY).is_some())
+    }
+
+    /// Up to `limit` keys and values of the visible state after `after`, in key order, the
+    /// fence not included.
+    pub fn scan(&self, after: Option<&[u8]>, limit: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+        // The fence's key is the empty one, the first of all: starting after it skips it.
+        self.kv.range_after(Some(after.unwrap_or(FENCE_KEY)), limit)
     }
 
     /// Handles one event at `now_ms` and returns what the runtime must do.
@@ -245,14 +283,28 @@ impl Replica {
                 key,
                 value,
                 condition,
-            } => self.on_write(now_ms, request, key, value, condition, &mut out),
-            Event::ClientRead { request, key } => {
+                ring_epoch,
+            } => self.on_write(
+                now_ms,
+                request,
+                (key, value),
+                condition,
+                ring_epoch,
+                &mut out,
+            ),
+            Event::ClientRead {
+                request,
+                key,
+                ring_epoch,
+            } => {
                 let result = if self.role() != Role::Primary {
                     Err(self.not_primary())
                 } else if !self.has_lease(now_ms) {
                     Err(ReplicationError::NoLease {
                         epoch: self.durable.record.epoch,
                     })
+                } else if let Some(stale) = self.stale_ring(ring_epoch) {
+                    Err(stale)
                 } else {
                     Ok(self.kv.get(&key))
                 };
@@ -273,9 +325,9 @@ impl Replica {
         &mut self,
         now_ms: Millis,
         request: RequestId,
-        key: Vec<u8>,
-        value: Vec<u8>,
+        (key, value): (Vec<u8>, Vec<u8>),
         condition: WriteCondition,
+        ring_epoch: u64,
         out: &mut Vec<Action>,
     ) {
         let refusal = if self.role() != Role::Primary {
@@ -287,6 +339,13 @@ impl Replica {
         } else if self.pending.len() >= self.options.max_pending_writes {
             Some(ReplicationError::Overloaded {
                 pending: self.pending.len(),
+            })
+        } else if let Some(stale) = self.stale_ring(ring_epoch) {
+            Some(stale)
+        } else if key == FENCE_KEY && decode_fence(Some(&value)) < self.fence() {
+            // A fence only rises.
+            Some(ReplicationError::StaleRing {
+                fence: self.fence(),
             })
         } else {
             match condition {

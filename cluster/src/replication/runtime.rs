@@ -154,9 +154,11 @@ pub(crate) enum ClientOp {
         key: Vec<u8>,
         value: Vec<u8>,
         condition: WriteCondition,
+        ring_epoch: u64,
     },
     Read {
         key: Vec<u8>,
+        ring_epoch: u64,
     },
     ForcePromotion,
 }
@@ -432,6 +434,7 @@ pub(crate) async fn drive<H: Host>(
                 key,
                 value,
                 condition,
+                ring_epoch,
             } => {
                 replies.insert(request, call.reply);
                 Event::ClientWrite {
@@ -439,11 +442,16 @@ pub(crate) async fn drive<H: Host>(
                     key,
                     value,
                     condition,
+                    ring_epoch,
                 }
             }
-            ClientOp::Read { key } => {
+            ClientOp::Read { key, ring_epoch } => {
                 replies.insert(request, call.reply);
-                Event::ClientRead { request, key }
+                Event::ClientRead {
+                    request,
+                    key,
+                    ring_epoch,
+                }
             }
             ClientOp::ForcePromotion => {
                 let _ = call.reply.send(Ok(ClientOutput::Accepted));

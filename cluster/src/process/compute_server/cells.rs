@@ -203,16 +203,15 @@ enum Put {
 }
 
 impl Shared {
-    /// The cell of `key` as the shard's primary has it now.
+    /// The cell of `key` as the primary of the shard that owns it has it now.
     pub(super) async fn read_cell(
         &self,
-        shard: usize,
         key: &[u8],
         deadline: Instant,
     ) -> Result<Stored, ComputeFailure> {
         let bytes = self
-            .on_primary(shard, deadline, |member| {
-                self.storage.read_linearizable(shard, member, key)
+            .on_owner(key, deadline, |shard, member, epoch| {
+                self.storage.read_routed(shard, member, key, epoch)
             })
             .await?;
         Stored::new(bytes)
@@ -221,7 +220,6 @@ impl Shared {
     /// Replaces the cell `expected` holds by `cell`, if it still holds it.
     async fn put_cell(
         &self,
-        shard: usize,
         key: &[u8],
         expected: &Stored,
         mut cell: Cell,
@@ -233,9 +231,11 @@ impl Shared {
         );
         let bytes = cell.encode()?;
         let outcome = self
-            .on_primary(shard, deadline, |member| {
+            .on_owner(key, deadline, |shard, member, epoch| {
                 let condition = WriteCondition::IfCurrent(expected.bytes.clone());
-                let write = self.storage.write_if(shard, member, key, &bytes, condition);
+                let write =
+                    self.storage
+                        .write_routed(shard, member, (key, &bytes), condition, epoch);
                 async move {
                     match write.await {
                         Ok(_) => Ok(None),
@@ -353,7 +353,7 @@ impl Shared {
             None => 0,
         };
         let mut blocked: Option<(String, Instant)> = None;
-        let mut stored = self.read_cell(shard, &bytes, deadline).await?;
+        let mut stored = self.read_cell(&bytes, deadline).await?;
         loop {
             if let Some(intent) = stored.cell.foreign_intent(txn_id) {
                 let holder = intent.txn.clone();
@@ -390,7 +390,7 @@ impl Shared {
                                 )));
                             }
                             tokio::time::sleep(BLOCKED_POLL).await;
-                            stored = self.read_cell(shard, &bytes, deadline).await?;
+                            stored = self.read_cell(&bytes, deadline).await?;
                             continue;
                         }
                         let decision = self.decide(&holder, ABORTED).await?;
@@ -403,10 +403,7 @@ impl Shared {
                     decision => decision,
                 };
                 let settled = stored.cell.settled(decision == Decision::Committed);
-                stored = match self
-                    .put_cell(shard, &bytes, &stored, settled, deadline)
-                    .await?
-                {
+                stored = match self.put_cell(&bytes, &stored, settled, deadline).await? {
                     Put::Written(now) | Put::Changed(now) => now,
                 };
                 continue;
@@ -434,10 +431,7 @@ impl Shared {
                     tag: (0, 0),
                 },
             };
-            match self
-                .put_cell(shard, &bytes, &stored, cell, deadline)
-                .await?
-            {
+            match self.put_cell(&bytes, &stored, cell, deadline).await? {
                 Put::Written(written) => {
                     if let Some(txn) = txn_id {
                         self.wrote_intent(txn, shard, &bytes, written);
@@ -555,7 +549,7 @@ impl Shared {
         let id = txn.id.as_str();
         let settles = txn.intents.into_iter().map(|((shard, key), written)| async move {
             if let Err(error) = self
-                .settle_one(id, shard, &key, written, committed, deadline)
+                .settle_one(id, &key, written, committed, deadline)
                 .await
             {
                 tracing::warn!(node = self.id, txn = %id, shard, %error, "intent left to be settled by others");
@@ -568,7 +562,6 @@ impl Shared {
     async fn settle_one(
         &self,
         txn: &str,
-        shard: usize,
         key: &[u8],
         written: Option<Stored>,
         committed: bool,
@@ -576,7 +569,7 @@ impl Shared {
     ) -> Result<(), ComputeFailure> {
         let mut stored = match written {
             Some(stored) => stored,
-            None => self.read_cell(shard, key, deadline).await?,
+            None => self.read_cell(key, deadline).await?,
         };
         while stored
             .cell
@@ -585,10 +578,7 @@ impl Shared {
             .is_some_and(|intent| intent.txn == txn)
         {
             let settled = stored.cell.settled(committed);
-            match self
-                .put_cell(shard, key, &stored, settled, deadline)
-                .await?
-            {
+            match self.put_cell(key, &stored, settled, deadline).await? {
                 Put::Written(_) => break,
                 Put::Changed(now) => stored = now,
             }

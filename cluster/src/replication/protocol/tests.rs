@@ -158,13 +158,25 @@ impl Harness {
         value: &str,
         condition: WriteCondition,
     ) -> RequestId {
+        self.write_routed(id, key.as_bytes(), value.as_bytes(), condition, 0)
+    }
+
+    fn write_routed(
+        &mut self,
+        id: NodeId,
+        key: &[u8],
+        value: &[u8],
+        condition: WriteCondition,
+        ring_epoch: u64,
+    ) -> RequestId {
         let request = self.next_request;
         self.next_request += 1;
         let event = Event::ClientWrite {
             request,
-            key: key.as_bytes().to_vec(),
-            value: value.as_bytes().to_vec(),
+            key: key.to_vec(),
+            value: value.to_vec(),
             condition,
+            ring_epoch,
         };
         self.step(id, event);
         self.deliver_all();
@@ -172,10 +184,26 @@ impl Harness {
     }
 
     fn read(&mut self, id: NodeId, key: &str) -> Result<Option<Vec<u8>>, ReplicationError> {
+        self.read_routed(id, key, 0)
+    }
+
+    fn read_routed(
+        &mut self,
+        id: NodeId,
+        key: &str,
+        ring_epoch: u64,
+    ) -> Result<Option<Vec<u8>>, ReplicationError> {
         let request = self.next_request;
         self.next_request += 1;
         let key = key.as_bytes().to_vec();
-        self.step(id, Event::ClientRead { request, key });
+        self.step(
+            id,
+            Event::ClientRead {
+                request,
+                key,
+                ring_epoch,
+            },
+        );
         self.reads.remove(&request).expect("reads answer at once")
     }
 
@@ -263,6 +291,81 @@ fn a_conditional_write_is_judged_against_the_newest_entry_even_before_it_is_ackn
     assert_eq!(h.writes.get(&on_pending), Some(&Ok(3)));
     assert_eq!(h.read(PRIMARY, "k"), Ok(value("v3")));
     assert_eq!(h.replica(MIRROR).local_read(b"k"), value("v3"));
+}
+
+#[test]
+fn a_fence_refuses_requests_routed_by_an_older_ring_from_its_entry_on_even_before_it_is_acknowledged(
+) {
+    let mut h = Harness::new(ProtocolOptions::default());
+    let before = h.write(PRIMARY, "k", "v1");
+    assert_eq!(h.writes.get(&before), Some(&Ok(1)));
+    // The fence entry waits unacknowledged, with the mirror cut off.
+    h.cut(PRIMARY, MIRROR);
+    let fence = h.write_routed(
+        PRIMARY,
+        FENCE_KEY,
+        &1u64.to_be_bytes(),
+        WriteCondition::Always,
+        1,
+    );
+    assert!(!h.writes.contains_key(&fence));
+    let stale = Err(ReplicationError::StaleRing { fence: 1 });
+    let old_ring = h.write(PRIMARY, "k", "v2");
+    assert_eq!(h.writes.get(&old_ring), Some(&stale));
+    assert_eq!(h.read(PRIMARY, "k").map(|_| ()), stale.clone().map(|_| ()));
+    // A fence never goes down, whatever ring the request names.
+    let lower = h.write_routed(
+        PRIMARY,
+        FENCE_KEY,
+        &0u64.to_be_bytes(),
+        WriteCondition::Always,
+        1,
+    );
+    assert_eq!(h.writes.get(&lower), Some(&stale));
+    assert_eq!(
+        h.replica(PRIMARY).last_index(),
+        2,
+        "refusals append nothing"
+    );
+    // The new ring is served.
+    assert_eq!(h.read_routed(PRIMARY, "k", 1), Ok(value("v1")));
+    let new_ring = h.write_routed(PRIMARY, b"k", b"v2", WriteCondition::Always, 1);
+    h.blocked.clear();
+    h.advance(30);
+    assert_eq!(h.writes.get(&fence), Some(&Ok(2)));
+    assert_eq!(h.writes.get(&new_ring), Some(&Ok(3)));
+    assert_eq!(h.replica(MIRROR).fence(), 1);
+}
+
+#[test]
+fn an_empty_value_deletes_its_key_and_scans_and_counts_leave_out_the_fence() {
+    let mut h = Harness::new(ProtocolOptions::default());
+    for key in ["a", "b", "c"] {
+        h.write(PRIMARY, key, "v");
+    }
+    h.write_routed(
+        PRIMARY,
+        FENCE_KEY,
+        &3u64.to_be_bytes(),
+        WriteCondition::Always,
+        3,
+    );
+    let delete = h.write_routed(PRIMARY, b"b", b"", WriteCondition::IfCurrent(value("v")), 3);
+    assert_eq!(h.writes.get(&delete), Some(&Ok(5)));
+    assert_eq!(h.read_routed(PRIMARY, "b", 3), Ok(None));
+    // A deleted key counts as never written for a conditional write.
+    let again = h.write_routed(PRIMARY, b"b", b"w", WriteCondition::IfCurrent(None), 3);
+    assert_eq!(h.writes.get(&again), Some(&Ok(6)));
+    for id in [PRIMARY, MIRROR] {
+        let replica = h.replica(id);
+        assert_eq!(replica.key_count(), 3);
+        assert_eq!(replica.visible_fence(), 3);
+        let first = replica.scan(None, 2);
+        let keys: Vec<&[u8]> = first.iter().map(|(k, _)| k.as_slice()).collect();
+        assert_eq!(keys, [b"a".as_slice(), b"b"]);
+        let rest = replica.scan(Some(b"b"), 2);
+        assert_eq!(rest, vec![(b"c".to_vec(), b"v".to_vec())]);
+    }
 }
 
 #[test]

@@ -1,0 +1,441 @@
+//! Online rebalancing between shard processes: a shard added at run time takes, from the shards
+//! before it, the rows the new consistent-hash ring places on it, while compute nodes keep
+//! reading and writing them.
+//!
+//! The steps, each safe to repeat, so a rebalance that stopped half way is finished by running
+//! it again ([`rebalance`] resumes a record that is still moving):
+//! 1. **Record.** Compare-and-set the ring record (see [`super::ring_record`]) to the next
+//!    epoch, with the new shard and `moving_from` the shards before.
+//! 2. **Fence.** Write the new epoch to every old shard's [`FENCE_KEY`]. From then on an old
+//!    shard refuses every request routed by an older ring, so no row it may give up changes
+//!    there any more; a compute node refused learns the new record and routes again.
+//! 3. **Copy.** Scan each old shard (a copy that holds the fence) and copy every row the new
+//!    ring places elsewhere to its new owner if that holds nothing for the key yet
+//!    (compare-and-set from "absent"). A compute node that meets such a row first copies it
+//!    the same way (see `compute_server`), so which copy wins does not matter: the first one
+//!    written is the row, and later writes go to the new owner only.
+//! 4. **Settle.** Compare-and-set the record to the same epoch with `moving_from` empty.
+//! 5. **Clean.** Delete each copied row from its old shard, by compare-and-set from the value
+//!    copied.
+//!
+//! A compute node with the new record fences an old shard itself before it first touches a
+//! moving row there, so a rebalancer that died between steps 1 and 2 blocks no one.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use futures::stream::{self, StreamExt};
+use tokio::time::Instant;
+
+use super::client::{ClientError, MetadataClient};
+use super::ring_record::{RingRecord, RingRecordError, RING_KEY};
+use super::shard_client::{MemberAddrs, ShardClient};
+use crate::metadata::NodeId;
+use crate::replication::{ReplicationError, WriteCondition, FENCE_KEY};
+
+/// How many rows one scan page asks for.
+const SCAN_PAGE: usize = 512;
+/// How many copies or deletions run at once.
+const PARALLEL_WRITES: usize = 64;
+/// How long a call that failed definitely waits before it is tried again.
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
+
+/// What a rebalance did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RebalanceReport {
+    /// The epoch of the ring it left.
+    pub epoch: u64,
+    /// The shards of that ring.
+    pub shards: Vec<usize>,
+    /// Rows copied to their new owner by the rebalancer (not those a compute node copied first).
+    pub copied_rows: u64,
+    /// Rows whose new owner already held them (a compute node or an earlier run copied them).
+    pub already_there: u64,
+    /// Bytes of the rows moved (keys and values), copied or found there.
+    pub moved_bytes: u64,
+    /// Rows deleted from their old shard.
+    pub deleted_rows: u64,
+    /// From the start to the record settled: how long rows were moving.
+    pub moving: Duration,
+    /// The whole rebalance, cleaning included.
+    pub elapsed: Duration,
+}
+
+impl RebalanceReport {
+    /// Rows moved, per second of moving.
+    pub fn rows_per_second(&self) -> f64 {
+        (self.copied_rows + self.already_there) as f64 / self.moving.as_secs_f64().max(1e-9)
+    }
+
+    /// Megabytes (10^6 bytes) moved per second of moving.
+    pub fn megabytes_per_second(&self) -> f64 {
+        self.moved_bytes as f64 / 1e6 / self.moving.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Why a rebalance stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RebalanceError {
+    /// The ring record could not be read.
+    #[error("ring record: {0}")]
+    Record(#[from] RingRecordError),
+    /// The metadata group refused or did not answer.
+    #[error("metadata: {0}")]
+    Metadata(#[from] ClientError),
+    /// Someone else changed the ring record meanwhile.
+    #[error("the ring record changed under the rebalance (another rebalance runs?)")]
+    Conflict,
+    /// The shard to add is already in the ring.
+    #[error("shard {0} is already in the ring")]
+    ShardExists(usize),
+    /// A shard did not answer in time.
+    #[error("shard {shard}: {what}: {error}")]
+    Shard {
+        /// The shard.
+        shard: usize,
+        /// What was asked.
+        what: String,
+        /// The last error.
+        error: ReplicationError,
+    },
+}
+
+/// The ring compute nodes route by now: the record, or the members a cluster started with.
+pub async fn current_ring(
+    metadata: &MetadataClient,
+    initial: &MemberAddrs,
+) -> Result<(RingRecord, Option<String>), RebalanceError> {
+    Ok(match RingRecord::load(metadata).await? {
+        Some((record, text)) => (record, Some(text)),
+        None => (RingRecord::initial(initial), None),
+    })
+}
+
+/// Adds the shard whose data members are `new_members` (all of one new shard, already running)
+/// to the ring and moves its rows to it; `initial` is the members the cluster started with, the
+/// ring when none is recorded. A ring still moving from an earlier rebalance is finished first.
+pub async fn add_shard(
+    metadata: &MetadataClient,
+    shards: &ShardClient,
+    initial: &MemberAddrs,
+    new_members: &MemberAddrs,
+    bound: Duration,
+) -> Result<RebalanceReport, RebalanceError> {
+    let deadline = Instant::now() + bound;
+    shards.add_members(initial);
+    let (mut record, mut text) = current_ring(metadata, initial).await?;
+    if record.moving_from.is_some() {
+        rebalance(metadata, shards, deadline).await?;
+        (record, text) = current_ring(metadata, initial).await?;
+    }
+    let existing = record.shards();
+    for &(shard, _) in new_members.keys() {
+        if existing.contains(&shard) {
+            return Err(RebalanceError::ShardExists(shard));
+        }
+    }
+    shards.add_members(new_members);
+    let mut next = RingRecord::initial(
+        &record
+            .addrs()
+            .into_iter()
+            .chain(new_members.clone())
+            .collect(),
+    );
+    next.epoch = record.epoch + 1;
+    next.moving_from = Some(existing);
+    let applied = metadata
+        .compare_and_set(RING_KEY, text.as_deref(), &next.encode())
+        .await?;
+    if !applied {
+        return Err(RebalanceError::Conflict);
+    }
+    tracing::info!(epoch = next.epoch, shards = ?next.shards(), "ring recorded; rows moving");
+    rebalance(metadata, shards, deadline).await
+}
+
+/// Finishes the moves of the recorded ring (steps 2 to 5 of the module's list); a settled ring
+/// needs nothing.
+pub async fn rebalance(
+    metadata: &MetadataClient,
+    shards: &ShardClient,
+    deadline: Instant,
+) -> Result<RebalanceReport, RebalanceError> {
+    let started = Instant::now();
+    let Some((record, text)) = RingRecord::load(metadata).await? else {
+        return Ok(RebalanceReport::default());
+    };
+    shards.add_members(&record.addrs());
+    let mut report = RebalanceReport {
+        epoch: record.epoch,
+        shards: record.shards(),
+        ..RebalanceReport::default()
+    };
+    let Some(sources) = record.moving_from.clone() else {
+        return Ok(report);
+    };
+    let members = record.members_by_shard();
+    let placement = record.placement();
+    let epoch = record.epoch;
+    for &shard in &sources {
+        fence(shards, &members, shard, epoch, deadline).await?;
+    }
+    // Step 3: copy.
+    let mut moved: Vec<(usize, Vec<u8>, Vec<u8>)> = Vec::new();
+    for &source in &sources {
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page =
+                scan_fenced(shards, &members, source, after.as_deref(), epoch, deadline).await?;
+            let last = page.len() < SCAN_PAGE;
+            after = page.last().map(|(key, _)| key.clone());
+            let leaving: Vec<(usize, Vec<u8>, Vec<u8>)> = page
+                .into_iter()
+                .filter_map(|(key, value)| {
+                    let owner = placement.owner(&key);
+                    (owner != source).then_some((owner, key, value))
+                })
+                .collect();
+            let copies = stream::iter(leaving.iter().map(|(owner, key, value)| {
+                copy_row(shards, &members, *owner, key, value, epoch, deadline)
+            }))
+            .buffer_unordered(PARALLEL_WRITES)
+            .collect::<Vec<_>>()
+            .await;
+            for (copied, (_, key, value)) in copies.into_iter().zip(&leaving) {
+                if copied? {
+                    report.copied_rows += 1;
+                } else {
+                    report.already_there += 1;
+                }
+                report.moved_bytes += (key.len() + value.len()) as u64;
+            }
+            moved.extend(
+                leaving
+                    .into_iter()
+                    .map(|(_, key, value)| (source, key, value)),
+            );
+            if last {
+                break;
+            }
+        }
+    }
+    // Step 4: settle.
+    let settled = RingRecord {
+        moving_from: None,
+        ..record.clone()
+    };
+    if !metadata
+        .compare_and_set(RING_KEY, Some(&text), &settled.encode())
+        .await?
+    {
+        return Err(RebalanceError::Conflict);
+    }
+    report.moving = started.elapsed();
+    tracing::info!(
+        epoch,
+        rows = report.copied_rows + report.already_there,
+        "ring settled; cleaning the old shards"
+    );
+    // Step 5: clean.
+    let deletions = stream::iter(moved.iter().map(|(source, key, value)| {
+        let condition = WriteCondition::IfCurrent(Some(value.clone()));
+        on_primary(&members, *source, deadline, move |member| {
+            let condition = condition.clone();
+            async move {
+                match shards
+                    .write_routed(*source, member, (key, &[]), condition, epoch)
+                    .await
+                {
+                    Ok(_) => Ok(true),
+                    // Deleted by an earlier attempt whose answer was lost, or changed since.
+                    Err(ReplicationError::ConditionFailed { .. }) => Ok(false),
+                    Err(error) => Err(error),
+                }
+            }
+        })
+    }))
+    .buffer_unordered(PARALLEL_WRITES)
+    .collect::<Vec<_>>()
+    .await;
+    for deleted in deletions {
+        if deleted.map_err(|(shard, error)| RebalanceError::Shard {
+            shard,
+            what: "delete a moved row".to_string(),
+            error,
+        })? {
+            report.deleted_rows += 1;
+        }
+    }
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// Writes `epoch` to `shard`'s fence (a newer fence is left alone: the write is refused as
+/// stale, which means the fence is already past `epoch`).
+pub async fn fence(
+    shards: &ShardClient,
+    members: &BTreeMap<usize, Vec<NodeId>>,
+    shard: usize,
+    epoch: u64,
+    deadline: Instant,
+) -> Result<(), RebalanceError> {
+    let value = epoch.to_be_bytes();
+    let value = &value;
+    on_primary(members, shard, deadline, |member| async move {
+        match shards
+            .write_routed(
+                shard,
+                member,
+                (FENCE_KEY, value),
+                WriteCondition::Always,
+                epoch,
+            )
+            .await
+        {
+            Ok(_) | Err(ReplicationError::StaleRing { .. }) => Ok(()),
+            Err(error) => Err(error),
+        }
+    })
+    .await
+    .map_err(|(shard, error)| RebalanceError::Shard {
+        shard,
+        what: format!("fence at epoch {epoch}"),
+        error,
+    })
+}
+
+/// Copies `value` to `key` on `owner` if `owner` holds nothing for it; whether it wrote. A
+/// copy refused because another (a compute node's) is the newest entry there counts only once
+/// a read sees it: until it is acknowledged, a failover may still lose it.
+async fn copy_row(
+    shards: &ShardClient,
+    members: &BTreeMap<usize, Vec<NodeId>>,
+    owner: usize,
+    key: &[u8],
+    value: &[u8],
+    epoch: u64,
+    deadline: Instant,
+) -> Result<bool, RebalanceError> {
+    let failed = |(shard, error)| RebalanceError::Shard {
+        shard,
+        what: "copy a row".to_string(),
+        error,
+    };
+    loop {
+        let copied = on_primary(members, owner, deadline, |member| async move {
+            match shards
+                .write_routed(
+                    owner,
+                    member,
+                    (key, value),
+                    WriteCondition::IfCurrent(None),
+                    epoch,
+                )
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(ReplicationError::ConditionFailed { .. }) => Ok(false),
+                Err(error) => Err(error),
+            }
+        })
+        .await
+        .map_err(failed)?;
+        if copied {
+            return Ok(true);
+        }
+        let present = on_primary(members, owner, deadline, |member| {
+            shards.read_routed(owner, member, key, epoch)
+        })
+        .await
+        .map_err(failed)?;
+        if present.is_some() {
+            return Ok(false);
+        }
+        if Instant::now() >= deadline {
+            return Err(failed((
+                owner,
+                ReplicationError::Timeout {
+                    after: Duration::ZERO,
+                },
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// A page of `shard` from a data member whose copy holds the fence of `epoch`.
+async fn scan_fenced(
+    shards: &ShardClient,
+    members: &BTreeMap<usize, Vec<NodeId>>,
+    shard: usize,
+    after: Option<&[u8]>,
+    epoch: u64,
+    deadline: Instant,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>, RebalanceError> {
+    let mut last = None;
+    loop {
+        for &member in &members[&shard] {
+            match shards.scan(shard, member, after, SCAN_PAGE).await {
+                Ok(page) if page.fence >= epoch => return Ok(page.entries),
+                Ok(page) => {
+                    last = Some(ReplicationError::StaleRing { fence: page.fence });
+                }
+                Err(error) => last = Some(error),
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(RebalanceError::Shard {
+                shard,
+                what: "scan a copy holding the fence".to_string(),
+                error: last.unwrap_or(ReplicationError::UnknownShard {
+                    shard,
+                    shards: members.len(),
+                }),
+            });
+        }
+        tokio::time::sleep(RETRY_PAUSE).await;
+    }
+}
+
+/// Runs `call` on `shard`'s primary: follows redirects, tries the other member when one fails
+/// definitely, and repeats calls whose outcome is unknown (every call here is idempotent),
+/// until `deadline`.
+async fn on_primary<T, F, Fut>(
+    members: &BTreeMap<usize, Vec<NodeId>>,
+    shard: usize,
+    deadline: Instant,
+    call: F,
+) -> Result<T, (usize, ReplicationError)>
+where
+    F: Fn(NodeId) -> Fut,
+    Fut: Future<Output = Result<T, ReplicationError>>,
+{
+    let candidates = &members[&shard];
+    let mut target = candidates[0];
+    loop {
+        let error = match tokio::time::timeout_at(deadline, call(target)).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(error)) => error,
+            Err(_) => ReplicationError::Timeout {
+                after: Duration::ZERO,
+            },
+        };
+        if Instant::now() >= deadline {
+            return Err((shard, error));
+        }
+        match error
+            .primary_hint()
+            .filter(|hint| *hint != target && candidates.contains(hint))
+        {
+            Some(primary) => target = primary,
+            None => {
+                if let Some(&other) = candidates.iter().find(|&&m| m != target) {
+                    target = other;
+                }
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+        }
+    }
+}
