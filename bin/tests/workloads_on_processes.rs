@@ -4,7 +4,8 @@
 //! the invalidation protocol and invalid (stale reads) without it; list-append stays read
 //! committed and the bank keeps its total while a compute node is killed with transactions
 //! open; a compute node that reads uncommitted writes (`--unsafe dirty-reads`) is caught by
-//! Elle as G1; what processes cannot run is refused. One run at a time (a lock).
+//! Elle as G1; shards added while list-append runs (`--nemesis add-shard`) take rows and it stays
+//! read committed; what processes cannot run is refused. One run at a time (a lock).
 
 mod support;
 
@@ -299,6 +300,80 @@ fn what_compute_node_processes_cannot_run_is_refused_with_a_usage_error() {
         &["--workload", "bank", "--target", "docker"],
         &["register workload only", "--target processes"],
     );
+    refused(
+        &["--workload", "list-append", "--nemesis", "add-shard"],
+        &["add-shard", "processes only"],
+    );
+}
+
+#[test]
+fn shards_added_while_list_append_runs_on_processes_take_rows_and_it_stays_read_committed() {
+    let _serial = serial();
+    // Setup: two shards to start with; the nemesis adds shards (and kills shard primaries)
+    // while ten clients append through three compute node processes.
+    let kinds = [TxnNemesisKind::KillStorage, TxnNemesisKind::AddShard];
+    let seed = (0..10_000)
+        .find(|&seed| {
+            let plan = TxnRunConfig {
+                seed,
+                time: Duration::from_secs(12),
+                nemesis: kinds.to_vec(),
+                ..TxnRunConfig::new(TxnWorkload::ListAppend)
+            }
+            .plan();
+            kinds
+                .iter()
+                .all(|kind| plan.iter().any(|fault| fault.kind == *kind))
+        })
+        .expect("some seed plans both faults");
+    let store = tempfile::tempdir().expect("a temp dir");
+    let (output, results, took) = run_on_processes(
+        "list-append",
+        store.path(),
+        &[
+            "--time",
+            "12s",
+            "--seed",
+            &seed.to_string(),
+            "--nemesis",
+            "add-shard,kill-storage",
+        ],
+    );
+    eprintln!("took {:.1} s", took.as_secs_f64());
+
+    // Check: Elle finds the history read committed, with no appended element lost or
+    // reordered across the moves.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "stderr:\n{stderr}");
+    assert_eq!(results["verdict"], "valid", "{results:#}");
+    assert_eq!(results["fault_calls_refused"], serde_json::json!([]));
+    let events = history_events(&results);
+    let added: Vec<u64> = events
+        .iter()
+        .filter(|e| e["f"] == "add-node" && e["value"]["nemesis"] == "add-shard")
+        .filter_map(|e| e["value"]["shard"].as_u64())
+        .collect();
+    assert!(!added.is_empty(), "the plan added no shard");
+    assert!(count(&events, "txn", "ok") > 50);
+    // Every compute node learned each new ring, and learned when its rows had moved.
+    for node in 0..3 {
+        let log = format!("compute-{node}");
+        let rings = log_lines(&results, &log, "routing by a newer ring");
+        assert!(
+            rings >= 2 * added.len(),
+            "{log}: {rings} rings for {added:?} added"
+        );
+        assert!(log_lines(&results, &log, "moving=false") >= added.len());
+    }
+    for shard in added {
+        let member = 3 * shard;
+        // At least once: the nemesis may kill and restart it later, as any primary.
+        let log = format!("storage-{member}");
+        assert!(
+            log_lines(&results, &log, "shard member serving") >= 1,
+            "shard {shard}'s first data member never started"
+        );
+    }
 }
 
 /// The first seed whose schedule for a 12 s run kills a reader compute node and a shard

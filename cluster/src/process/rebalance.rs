@@ -197,12 +197,17 @@ pub async fn rebalance(
                     (owner != source).then_some((owner, key, value))
                 })
                 .collect();
-            let copies = stream::iter(leaving.iter().map(|(owner, key, value)| {
-                copy_row(shards, &members, *owner, key, value, epoch, deadline)
-            }))
-            .buffer_unordered(PARALLEL_WRITES)
-            .collect::<Vec<_>>()
-            .await;
+            // Collected first: a stream of a closure's futures is not `Send` for every lifetime.
+            let copies: Vec<_> = leaving
+                .iter()
+                .map(|(owner, key, value)| {
+                    copy_row(shards, &members, *owner, key, value, epoch, deadline)
+                })
+                .collect();
+            let copies = stream::iter(copies)
+                .buffer_unordered(PARALLEL_WRITES)
+                .collect::<Vec<_>>()
+                .await;
             for (copied, (_, key, value)) in copies.into_iter().zip(&leaving) {
                 if copied? {
                     report.copied_rows += 1;
@@ -239,26 +244,16 @@ pub async fn rebalance(
         "ring settled; cleaning the old shards"
     );
     // Step 5: clean.
-    let deletions = stream::iter(moved.iter().map(|(source, key, value)| {
-        let condition = WriteCondition::IfCurrent(Some(value.clone()));
-        on_primary(&members, *source, deadline, move |member| {
-            let condition = condition.clone();
-            async move {
-                match shards
-                    .write_routed(*source, member, (key, &[]), condition, epoch)
-                    .await
-                {
-                    Ok(_) => Ok(true),
-                    // Deleted by an earlier attempt whose answer was lost, or changed since.
-                    Err(ReplicationError::ConditionFailed { .. }) => Ok(false),
-                    Err(error) => Err(error),
-                }
-            }
+    let deletions: Vec<_> = moved
+        .iter()
+        .map(|(source, key, value)| {
+            delete_row(shards, &members, *source, key, value, epoch, deadline)
         })
-    }))
-    .buffer_unordered(PARALLEL_WRITES)
-    .collect::<Vec<_>>()
-    .await;
+        .collect();
+    let deletions = stream::iter(deletions)
+        .buffer_unordered(PARALLEL_WRITES)
+        .collect::<Vec<_>>()
+        .await;
     for deleted in deletions {
         if deleted.map_err(|(shard, error)| RebalanceError::Shard {
             shard,
@@ -270,6 +265,31 @@ pub async fn rebalance(
     }
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// Deletes `key` from `source` if it still holds `value` there; whether it did (an earlier
+/// attempt whose answer was lost may have).
+async fn delete_row(
+    shards: &ShardClient,
+    members: &BTreeMap<usize, Vec<NodeId>>,
+    source: usize,
+    key: &[u8],
+    value: &[u8],
+    epoch: u64,
+    deadline: Instant,
+) -> Result<bool, (usize, ReplicationError)> {
+    on_primary(members, source, deadline, |member| async move {
+        let condition = WriteCondition::IfCurrent(Some(value.to_vec()));
+        match shards
+            .write_routed(source, member, (key, &[]), condition, epoch)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(ReplicationError::ConditionFailed { .. }) => Ok(false),
+            Err(error) => Err(error),
+        }
+    })
+    .await
 }
 
 /// Writes `epoch` to `shard`'s fence (a newer fence is left alone: the write is refused as

@@ -174,6 +174,11 @@ async fn apply(
             bounded("metadata partition", raft.partition_groups(groups)).await?;
             ActiveFault::MetadataPartitioned
         }
+        TxnNemesisKind::AddShard => {
+            return Err(WorkloadError::InvalidConfig(
+                "nemesis add-shard runs on processes only (--target processes)".to_owned(),
+            ))
+        }
     };
     tracing::info!(kind = fault.kind.as_str(), "nemesis: fault applied");
     Ok(active)

@@ -2,12 +2,13 @@
 //! or pauses and resumes, a compute node process (a reader of the cache workload; any node of
 //! the transactional ones, whose open transactions it cuts off midway), kills and restarts a
 //! shard's current primary data member, isolates a shard member from its shard and heals, or
-//! kills, pauses or partitions the metadata group, which holds the commit records.
+//! kills, pauses or partitions the metadata group, which holds the commit records. Named alone,
+//! `add-shard` adds a replicated shard and moves its rows to it while the clients run.
 //! Each fault and heal is recorded as an `info` event of process `"nemesis"` before it is
 //! applied, with the values the in-process nemesis ([`super::nemesis`]) writes, so the checker
 //! pairs them alike.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,13 @@ pub const PROCESS_NEMESIS_KINDS: [TxnNemesisKind; 7] = [
     TxnNemesisKind::PartitionMetadata,
 ];
 
+/// The faults processes support that are named alone, outside the default and `all`: adding a
+/// shard (three more processes each time) changes the cluster for the rest of the run.
+pub const PROCESS_NAMED_KINDS: [TxnNemesisKind; 1] = [TxnNemesisKind::AddShard];
+
+/// The bound on adding a shard and moving its rows (inside the nemesis's bound on one call).
+const ADD_SHARD_BOUND: Duration = Duration::from_secs(12);
+
 /// The bound on finding a shard's primary before killing it.
 const PRIMARY_BOUND: Duration = Duration::from_secs(3);
 
@@ -63,7 +71,7 @@ pub fn parse_process_nemesis(list: Option<&str>) -> Result<Vec<TxnNemesisKind>, 
         let parsed = TxnNemesisKind::parse_list(name)?;
         let group = matches!(name, "kill" | "pause" | "partition" | "all" | "none");
         for kind in parsed {
-            if PROCESS_NEMESIS_KINDS.contains(&kind) {
+            if PROCESS_NEMESIS_KINDS.contains(&kind) || PROCESS_NAMED_KINDS.contains(&kind) {
                 kinds.push(kind);
             } else if !group {
                 let supported: Vec<&str> =
@@ -90,7 +98,8 @@ pub struct TxnProcesses {
     /// The metadata node ids (1-based; histories name node `i` `m{i-1}`, as in process).
     metadata: Vec<NodeId>,
     n_compute: u32,
-    n_shards: usize,
+    /// Grows when the nemesis adds a shard.
+    n_shards: Arc<AtomicUsize>,
     /// The first compute node the nemesis may hit: 1 for the cache workload, whose writes all
     /// go through node 0; 0 otherwise.
     first_target: u32,
@@ -105,6 +114,8 @@ enum ActiveFault {
     Paused(NodeId, Value),
     /// Peer filters cut a shard member or the metadata group: empty them.
     Partitioned,
+    /// A shard was added: it stays.
+    ShardAdded,
 }
 
 impl TxnProcesses {
@@ -122,9 +133,13 @@ impl TxnProcesses {
             metadata: cluster.ids(),
             cluster: Arc::new(Mutex::new(cluster)),
             n_compute,
-            n_shards,
+            n_shards: Arc::new(AtomicUsize::new(n_shards)),
             first_target,
         }
+    }
+
+    fn shards(&self) -> usize {
+        self.n_shards.load(Ordering::SeqCst)
     }
 
     /// The cluster, for calls that do not block.
@@ -150,7 +165,7 @@ impl TxnProcesses {
 
     /// Every metadata node, compute node and shard member process, by process id.
     fn fault_targets(&self) -> Vec<NodeId> {
-        let members = (0..3 * self.n_shards as NodeId).map(member_process);
+        let members = (0..3 * self.shards() as NodeId).map(member_process);
         self.metadata
             .iter()
             .copied()
@@ -235,7 +250,7 @@ impl TxnProcesses {
                 (ActiveFault::Paused(id, targets), paused)
             }
             TxnNemesisKind::KillStorage => {
-                let shard = (fault.pick % self.n_shards as u64) as usize;
+                let shard = (fault.pick % self.shards() as u64) as usize;
                 let primary = {
                     let cluster = self.cluster.lock().await;
                     let found = cluster.wait_for_primary(shard, PRIMARY_BOUND).await;
@@ -249,7 +264,7 @@ impl TxnProcesses {
                 (ActiveFault::Killed(id, targets), killed)
             }
             TxnNemesisKind::PartitionStorage => {
-                let member = fault.pick % (3 * self.n_shards as u64);
+                let member = fault.pick % (3 * self.shards() as u64);
                 let shard = (member / 3) as NodeId;
                 let others: Vec<String> = (3 * shard..3 * shard + 3)
                     .filter(|&other| other != member)
@@ -298,6 +313,29 @@ impl TxnProcesses {
                 let partitioned = cluster.partition(&groups).await;
                 (ActiveFault::Partitioned, partitioned)
             }
+            TxnNemesisKind::AddShard => {
+                let shard = self.shards();
+                let base = 3 * shard as NodeId;
+                let nodes: Vec<String> = (base..base + 3).map(replica_node_name).collect();
+                record(
+                    recorder,
+                    Function::AddNode,
+                    json!({"nemesis": "add-shard", "shard": shard, "nodes": nodes}),
+                );
+                let mut cluster = self.cluster.lock().await;
+                let added = cluster.add_shard(ADD_SHARD_BOUND).await;
+                let added = added.map(|(shard, report)| {
+                    self.n_shards.store(shard + 1, Ordering::SeqCst);
+                    tracing::info!(
+                        shard,
+                        copied = report.copied_rows,
+                        copied_by_compute_nodes = report.already_there,
+                        moving_ms = report.moving.as_millis() as u64,
+                        "nemesis: shard added, rows moved"
+                    );
+                });
+                (ActiveFault::ShardAdded, added)
+            }
             other => unreachable!("{} is not a fault on processes", other.as_str()),
         }
     }
@@ -315,6 +353,7 @@ impl TxnProcesses {
                 let resumed = self.blocking(move |cluster| cluster.resume(id)).await;
                 resumed.map_err(|error| format!("resume {targets}: {error}"))
             }
+            ActiveFault::ShardAdded => Ok(()),
             ActiveFault::Partitioned => {
                 record(recorder, Function::StopPartition, json!("network-healed"));
                 let mut cluster = self.cluster.lock().await;
@@ -340,7 +379,8 @@ pub async fn run_process_nemesis(
     let mut report = TxnNemesisReport::default();
     for fault in plan {
         assert!(
-            PROCESS_NEMESIS_KINDS.contains(&fault.kind),
+            PROCESS_NEMESIS_KINDS.contains(&fault.kind)
+                || PROCESS_NAMED_KINDS.contains(&fault.kind),
             "the plan of a run on processes holds only their faults: {fault:?}"
         );
         tokio::time::sleep_until((start + fault.start).into()).await;
@@ -393,5 +433,12 @@ mod tests {
             "{error}"
         );
         assert!(parse_process_nemesis(Some("kill-moon")).is_err());
+        assert_eq!(
+            parse_process_nemesis(Some("add-shard,kill-storage")).unwrap(),
+            vec![TxnNemesisKind::KillStorage, TxnNemesisKind::AddShard]
+        );
+        assert!(!parse_process_nemesis(Some("all"))
+            .unwrap()
+            .contains(&TxnNemesisKind::AddShard));
     }
 }

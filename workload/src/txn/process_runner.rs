@@ -23,7 +23,9 @@ use helios_cluster::process::{LocalCluster, LocalClusterSpec, Ports};
 use super::client::{execute_txn_op, table_of, ACCOUNTS_TABLE};
 use super::config::{TxnRunConfig, TxnWorkload};
 use super::generator::TxnOp;
-use super::process_nemesis::{run_process_nemesis, TxnProcesses, PROCESS_NEMESIS_KINDS};
+use super::process_nemesis::{
+    run_process_nemesis, TxnProcesses, PROCESS_NAMED_KINDS, PROCESS_NEMESIS_KINDS,
+};
 use super::runner::{
     final_reads, header_with_nodes, run_clients, ClientShared, Driven, TxnRunOutcome,
 };
@@ -71,11 +73,9 @@ impl TxnProcessSpec {
     /// Refuses shapes that processes cannot run or that would not be bounded.
     fn validate(&self, config: &TxnRunConfig) -> Result<(), WorkloadError> {
         let invalid = |message: String| Err(WorkloadError::InvalidConfig(message));
-        if let Some(kind) = config
-            .nemesis
-            .iter()
-            .find(|kind| !PROCESS_NEMESIS_KINDS.contains(kind))
-        {
+        if let Some(kind) = config.nemesis.iter().find(|kind| {
+            !PROCESS_NEMESIS_KINDS.contains(kind) && !PROCESS_NAMED_KINDS.contains(kind)
+        }) {
             return invalid(format!(
                 "nemesis {} runs on the embedded cluster only",
                 kind.as_str()

@@ -31,6 +31,9 @@ pub enum TxnNemesisKind {
     PauseMetadata,
     /// Split the metadata group into random halves, then heal it.
     PartitionMetadata,
+    /// Add a replicated shard and move its rows to it while the clients run (processes only;
+    /// not undone). Not among [`TxnNemesisKind::ALL`] nor `all`: it is named alone.
+    AddShard,
 }
 
 impl TxnNemesisKind {
@@ -59,6 +62,7 @@ impl TxnNemesisKind {
             TxnNemesisKind::KillMetadata => "kill-metadata",
             TxnNemesisKind::PauseMetadata => "pause-metadata",
             TxnNemesisKind::PartitionMetadata => "partition-metadata",
+            TxnNemesisKind::AddShard => "add-shard",
         }
     }
 
@@ -82,12 +86,20 @@ impl TxnNemesisKind {
                     })
                     .collect(),
                 "all" => Self::ALL.to_vec(),
+                "add-shard" => vec![TxnNemesisKind::AddShard],
                 _ => match Self::ALL.into_iter().find(|kind| kind.as_str() == name) {
                     Some(kind) => vec![kind],
                     None => {
                         let mut supported: Vec<&str> =
                             Self::ALL.iter().map(|kind| kind.as_str()).collect();
-                        supported.extend(["kill", "pause", "partition", "all", "none"]);
+                        supported.extend([
+                            "add-shard",
+                            "kill",
+                            "pause",
+                            "partition",
+                            "all",
+                            "none",
+                        ]);
                         return Err(WorkloadError::UnknownNemesis {
                             name: name.to_owned(),
                             supported: supported.join(", "),
