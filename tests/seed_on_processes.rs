@@ -83,9 +83,18 @@
 //! replicated shards of processes: the seed asks the metadata service which shard each of
 //! 10,000 keys maps to; here 10,000 rows are inserted through a compute node process, which
 //! places them by its consistent-hash ring, and each shard's primary counts the rows it holds
-//! ([`MemberStatus::keys`]); the seed's 10% bound applies to those counts. SHARD-002..004
-//! (rebalancing when a node joins) need online rebalancing between shard processes, which runs
-//! in process only.
+//! ([`MemberStatus::keys`]); the seed's 10% bound applies to those counts.
+//!
+//! SHARD-002..004 (rebalancing when a node joins) against the same processes: the seed's
+//! `add_node` is [`LocalCluster::add_shard`], which starts a fourth replicated shard (two data
+//! nodes and a witness) and returns once its rows have moved, which stands for the seed's 10 s
+//! sleep and `wait_for_rebalancing_complete`; `get_data_distribution` is each shard's
+//! primary's count of its rows; the seed's `COUNT(*)` (a scan, which compute processes do not
+//! run) becomes reading every row back with its value, plus the counts. SHARD-003's samples
+//! during the move go through a second compute node. SHARD-004 writes 40,000 rows rather than
+//! 100,000 (CI time), one row per statement from eight workers, and checks the writer was
+//! still running when the shard was added. Each prints the rebalance's rows and rows/s.
+//! `HELIOS_TEST_RUST_LOG` sets the processes' `RUST_LOG`.
 //!
 //! Seed section 5, "Distributed Transaction Tests" (TX-001 to TX-003), against the same compute
 //! node processes: `begin_transaction` is [`ComputeClient::begin`], and the transaction's

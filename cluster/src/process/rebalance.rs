@@ -344,21 +344,8 @@ async fn copy_row(
         error,
     };
     loop {
-        let copied = on_primary(members, owner, deadline, |member| async move {
-            match shards
-                .write_routed(
-                    owner,
-                    member,
-                    (key, value),
-                    WriteCondition::IfCurrent(None),
-                    epoch,
-                )
-                .await
-            {
-                Ok(_) => Ok(true),
-                Err(ReplicationError::ConditionFailed { .. }) => Ok(false),
-                Err(error) => Err(error),
-            }
+        let copied = on_primary(members, owner, deadline, |member| {
+            shards.copy_if_absent(owner, member, (key, value), epoch)
         })
         .await
         .map_err(failed)?;

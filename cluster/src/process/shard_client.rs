@@ -165,6 +165,27 @@ impl ShardClient {
         }
     }
 
+    /// Writes `value` under `key` through member `node` of `shard` if the key's newest entry
+    /// there is none (a row moving to `shard`); whether it wrote (`false`: an entry was there,
+    /// possibly not yet acknowledged).
+    pub async fn copy_if_absent(
+        &self,
+        shard: usize,
+        node: NodeId,
+        (key, value): (&[u8], &[u8]),
+        ring_epoch: u64,
+    ) -> Result<bool, ReplicationError> {
+        let condition = WriteCondition::IfCurrent(None);
+        match self
+            .write_routed(shard, node, (key, value), condition, ring_epoch)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(ReplicationError::ConditionFailed { .. }) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
     /// A linearizable read through member `node` of `shard`.
     pub async fn read_linearizable(
         &self,

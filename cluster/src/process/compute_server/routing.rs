@@ -199,22 +199,8 @@ impl Shared {
             };
             let value = &value;
             let copied = self
-                .on_primary(to, deadline, |member| async move {
-                    match self
-                        .storage
-                        .write_routed(
-                            to,
-                            member,
-                            (key, value),
-                            WriteCondition::IfCurrent(None),
-                            epoch,
-                        )
-                        .await
-                    {
-                        Ok(_) => Ok(true),
-                        Err(ReplicationError::ConditionFailed { .. }) => Ok(false),
-                        Err(error) => Err(error),
-                    }
+                .on_primary(to, deadline, |member| {
+                    self.storage.copy_if_absent(to, member, (key, value), epoch)
                 })
                 .await?;
             if copied {
