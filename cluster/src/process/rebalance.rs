@@ -9,14 +9,14 @@
 //! 2. **Fence.** Write the new epoch to every old shard's [`FENCE_KEY`]. From then on an old
 //!    shard refuses every request routed by an older ring, so no row it may give up changes
 //!    there any more; a compute node refused learns the new record and routes again.
-//! 3. **Copy.** Scan each old shard (a copy that holds the fence) and copy every row the new
-//!    ring places elsewhere to its new owner if that holds nothing for the key yet
-//!    (compare-and-set from "absent"). A compute node that meets such a row first copies it
+//! 3. **Copy.** Scan each old shard (a copy that holds the fence; all old shards at once) and
+//!    copy every row the new ring places elsewhere to its new owner if that holds nothing for
+//!    the key yet (compare-and-set from "absent"), a page of rows per request. A compute node that meets such a row first copies it
 //!    the same way (see `compute_server`), so which copy wins does not matter: the first one
 //!    written is the row, and later writes go to the new owner only.
 //! 4. **Settle.** Compare-and-set the record to the same epoch with `moving_from` empty.
 //! 5. **Clean.** Delete each copied row from its old shard, by compare-and-set from the value
-//!    copied.
+//!    copied, a page per request.
 //!
 //! A compute node with the new record fences an old shard itself before it first touches a
 //! moving row there, so a rebalancer that died between steps 1 and 2 blocks no one.
@@ -25,19 +25,20 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
-use futures::stream::{self, StreamExt};
 use tokio::time::Instant;
 
 use super::client::{ClientError, MetadataClient};
-use super::ring_record::{RingRecord, RingRecordError, RING_KEY};
+use super::ring_record::{Placement, RingRecord, RingRecordError, RING_KEY};
 use super::shard_client::{MemberAddrs, ShardClient};
+use super::shard_protocol::MAX_WRITE_BATCH;
 use crate::metadata::NodeId;
-use crate::replication::{ReplicationError, WriteCondition, FENCE_KEY};
+use crate::replication::{LogIndex, ReplicationError, WriteCondition, FENCE_KEY};
 
 /// How many rows one scan page asks for.
-const SCAN_PAGE: usize = 512;
-/// How many copies or deletions run at once.
-const PARALLEL_WRITES: usize = 64;
+const SCAN_PAGE: usize = 1024;
+/// Keys and values, in key order.
+type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// How long a call that failed definitely waits before it is tried again.
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
 
@@ -181,50 +182,16 @@ pub async fn rebalance(
     for &shard in &sources {
         fence(shards, &members, shard, epoch, deadline).await?;
     }
-    // Step 3: copy.
+    // Step 3: copy, from every old shard at once.
+    let copies = sources
+        .iter()
+        .map(|&source| copy_from(shards, &members, &placement, source, epoch, deadline));
     let mut moved: Vec<(usize, Vec<u8>, Vec<u8>)> = Vec::new();
-    for &source in &sources {
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let page =
-                scan_fenced(shards, &members, source, after.as_deref(), epoch, deadline).await?;
-            let last = page.len() < SCAN_PAGE;
-            after = page.last().map(|(key, _)| key.clone());
-            let leaving: Vec<(usize, Vec<u8>, Vec<u8>)> = page
-                .into_iter()
-                .filter_map(|(key, value)| {
-                    let owner = placement.owner(&key);
-                    (owner != source).then_some((owner, key, value))
-                })
-                .collect();
-            // Collected first: a stream of a closure's futures is not `Send` for every lifetime.
-            let copies: Vec<_> = leaving
-                .iter()
-                .map(|(owner, key, value)| {
-                    copy_row(shards, &members, *owner, key, value, epoch, deadline)
-                })
-                .collect();
-            let copies = stream::iter(copies)
-                .buffer_unordered(PARALLEL_WRITES)
-                .collect::<Vec<_>>()
-                .await;
-            for (copied, (_, key, value)) in copies.into_iter().zip(&leaving) {
-                if copied? {
-                    report.copied_rows += 1;
-                } else {
-                    report.already_there += 1;
-                }
-                report.moved_bytes += (key.len() + value.len()) as u64;
-            }
-            moved.extend(
-                leaving
-                    .into_iter()
-                    .map(|(_, key, value)| (source, key, value)),
-            );
-            if last {
-                break;
-            }
-        }
+    for copied in futures::future::try_join_all(copies).await? {
+        report.copied_rows += copied.copied_rows;
+        report.already_there += copied.already_there;
+        report.moved_bytes += copied.moved_bytes;
+        moved.extend(copied.rows);
     }
     // Step 4: settle.
     let settled = RingRecord {
@@ -244,27 +211,174 @@ pub async fn rebalance(
         "ring settled; cleaning the old shards"
     );
     // Step 5: clean.
-    let deletions: Vec<_> = moved
-        .iter()
-        .map(|(source, key, value)| {
-            delete_row(shards, &members, *source, key, value, epoch, deadline)
-        })
-        .collect();
-    let deletions = stream::iter(deletions)
-        .buffer_unordered(PARALLEL_WRITES)
-        .collect::<Vec<_>>()
-        .await;
-    for deleted in deletions {
-        if deleted.map_err(|(shard, error)| RebalanceError::Shard {
-            shard,
-            what: "delete a moved row".to_string(),
-            error,
-        })? {
-            report.deleted_rows += 1;
+    let mut by_source: BTreeMap<usize, Rows> = BTreeMap::new();
+    for (source, key, value) in moved {
+        by_source.entry(source).or_default().push((key, value));
+    }
+    for (source, rows) in by_source {
+        for page in rows.chunks(MAX_WRITE_BATCH) {
+            report.deleted_rows += delete_page(shards, &members, source, page, epoch, deadline)
+                .await
+                .map_err(|(shard, error)| RebalanceError::Shard {
+                    shard,
+                    what: "delete moved rows".to_string(),
+                    error,
+                })?;
         }
     }
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// What the copy from one old shard did.
+#[derive(Default)]
+struct Copied {
+    copied_rows: u64,
+    already_there: u64,
+    moved_bytes: u64,
+    /// `(source, key, value)` of every row that leaves it.
+    rows: Vec<(usize, Vec<u8>, Vec<u8>)>,
+}
+
+/// Scans `source` (a copy holding the fence) page by page and copies to its new owner every
+/// row the ring places elsewhere.
+async fn copy_from(
+    shards: &ShardClient,
+    members: &BTreeMap<usize, Vec<NodeId>>,
+    placement: &Placement,
+    source: usize,
+    epoch: u64,
+    deadline: Instant,
+) -> Result<Copied, RebalanceError> {
+    let mut copied = Copied::default();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = scan_fenced(shards, members, source, after.as_deref(), epoch, deadline).await?;
+        // Only an empty page ends the scan: a member may cap a page below what was asked.
+        let last = page.is_empty();
+        after = page.last().map(|(key, _)| key.clone());
+        let mut by_owner: BTreeMap<usize, Rows> = BTreeMap::new();
+        for (key, value) in page {
+            let owner = placement.owner(&key);
+            if owner != source {
+                copied.moved_bytes += (key.len() + value.len()) as u64;
+                by_owner.entry(owner).or_default().push((key, value));
+            }
+        }
+        for (owner, rows) in by_owner {
+            let (written, present) =
+                copy_page(shards, members, owner, &rows, epoch, deadline).await?;
+            copied.copied_rows += written;
+            copied.already_there += present;
+            copied
+                .rows
+                .extend(rows.into_iter().map(|(key, value)| (source, key, value)));
+        }
+        if last {
+            return Ok(copied);
+        }
+    }
+}
+
+/// Runs one batch of writes on `shard`'s primary; a member that refuses every write of it as
+/// not the primary (or without a lease) is treated as refusing the batch, so the call is
+/// redirected like a single write.
+async fn batch_on_primary(
+    shards: &ShardClient,
+    members: &BTreeMap<usize, Vec<NodeId>>,
+    shard: usize,
+    writes: Vec<(Vec<u8>, Vec<u8>, WriteCondition)>,
+    epoch: u64,
+    deadline: Instant,
+) -> Result<Vec<Result<LogIndex, ReplicationError>>, (usize, ReplicationError)> {
+    let writes = &writes;
+    on_primary(members, shard, deadline, |member| async move {
+        let results = shards
+            .write_batch(shard, member, writes.clone(), epoch)
+            .await?;
+        let refused = results.iter().all(|result| {
+            matches!(
+                result,
+                Err(ReplicationError::NotPrimary { .. } | ReplicationError::NoLease { .. })
+            )
+        });
+        match results.first() {
+            Some(Err(error)) if refused => Err(error.clone()),
+            _ => Ok(results),
+        }
+    })
+    .await
+}
+
+/// Copies `rows` to `owner` where it holds nothing for their keys, a page in one request; a
+/// row the page did not write goes through [`copy_row`] alone. How many it wrote, and how many
+/// were there already.
+async fn copy_page(
+    shards: &ShardClient,
+    members: &BTreeMap<usize, Vec<NodeId>>,
+    owner: usize,
+    rows: &[(Vec<u8>, Vec<u8>)],
+    epoch: u64,
+    deadline: Instant,
+) -> Result<(u64, u64), RebalanceError> {
+    let mut counts = (0, 0);
+    for page in rows.chunks(MAX_WRITE_BATCH) {
+        let writes = page
+            .iter()
+            .map(|(key, value)| (key.clone(), value.clone(), WriteCondition::IfCurrent(None)))
+            .collect();
+        let results = batch_on_primary(shards, members, owner, writes, epoch, deadline)
+            .await
+            .map_err(|(shard, error)| RebalanceError::Shard {
+                shard,
+                what: "copy a page of rows".to_string(),
+                error,
+            })?;
+        for ((key, value), result) in page.iter().zip(results) {
+            let copied = match result {
+                Ok(_) => true,
+                // Present (perhaps not yet acknowledged), or not written: settle it alone.
+                Err(_) => copy_row(shards, members, owner, key, value, epoch, deadline).await?,
+            };
+            if copied {
+                counts.0 += 1;
+            } else {
+                counts.1 += 1;
+            }
+        }
+    }
+    Ok(counts)
+}
+
+/// Deletes each of `rows` from `source` if it still holds the value copied, a page in one
+/// request; a row the page did not delete for another reason than its condition goes through
+/// [`delete_row`] alone. How many it deleted.
+async fn delete_page(
+    shards: &ShardClient,
+    members: &BTreeMap<usize, Vec<NodeId>>,
+    source: usize,
+    rows: &[(Vec<u8>, Vec<u8>)],
+    epoch: u64,
+    deadline: Instant,
+) -> Result<u64, (usize, ReplicationError)> {
+    let writes = rows
+        .iter()
+        .map(|(key, value)| {
+            let condition = WriteCondition::IfCurrent(Some(value.clone()));
+            (key.clone(), Vec::new(), condition)
+        })
+        .collect();
+    let results = batch_on_primary(shards, members, source, writes, epoch, deadline).await?;
+    let mut deleted = 0;
+    for ((key, value), result) in rows.iter().zip(results) {
+        let done = match result {
+            Ok(_) => true,
+            Err(ReplicationError::ConditionFailed { .. }) => false,
+            Err(_) => delete_row(shards, members, source, key, value, epoch, deadline).await?,
+        };
+        deleted += u64::from(done);
+    }
+    Ok(deleted)
 }
 
 /// Deletes `key` from `source` if it still holds `value` there; whether it did (an earlier

@@ -165,6 +165,23 @@ impl ShardClient {
         }
     }
 
+    /// Many writes through member `node` of `shard` in one request (at most
+    /// [`super::shard_protocol::MAX_WRITE_BATCH`]), each `(key, value, condition)`; the answer
+    /// to each, in order.
+    pub async fn write_batch(
+        &self,
+        shard: usize,
+        node: NodeId,
+        writes: Vec<(Vec<u8>, Vec<u8>, WriteCondition)>,
+        ring_epoch: u64,
+    ) -> Result<Vec<Result<LogIndex, ReplicationError>>, ReplicationError> {
+        let request = ShardClientRequest::WriteBatch { writes, ring_epoch };
+        match self.client(shard, node, request).await? {
+            ShardClientReply::WrittenBatch(results) => Ok(results),
+            other => Err(unexpected(node, &other)),
+        }
+    }
+
     /// Writes `value` under `key` through member `node` of `shard` if the key's newest entry
     /// there is none (a row moving to `shard`); whether it wrote (`false`: an entry was there,
     /// possibly not yet acknowledged).

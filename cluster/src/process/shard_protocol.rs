@@ -17,6 +17,9 @@ use super::protocol::PeerRefusal;
 use crate::metadata::NodeId;
 use crate::replication::{EpochRecord, LogIndex, Message, ReplicationError, WriteCondition};
 
+/// The most writes one [`ShardClientRequest::WriteBatch`] may carry.
+pub const MAX_WRITE_BATCH: usize = 512;
+
 /// A request to a shard member process.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum ShardRequest {
@@ -61,6 +64,15 @@ pub enum ShardClientRequest {
         /// newer one.
         ring_epoch: u64,
     },
+    /// Many writes in one request (a rebalancer's page of copies or deletions), each with its
+    /// own condition and answer; stepped together by the primary, so they share its saves.
+    /// At most [`MAX_WRITE_BATCH`] writes.
+    WriteBatch {
+        /// Key, value (empty: delete) and condition of each write.
+        writes: Vec<(Vec<u8>, Vec<u8>, WriteCondition)>,
+        /// As for `Write`.
+        ring_epoch: u64,
+    },
     /// A linearizable read (primary with a lease).
     Read {
         /// The key.
@@ -99,7 +111,10 @@ impl ShardClientRequest {
     /// Whether the operation can change the state, so that a lost reply leaves its outcome
     /// unknown.
     pub fn is_write(&self) -> bool {
-        matches!(self, Self::Write { .. } | Self::ForcePromotion)
+        matches!(
+            self,
+            Self::Write { .. } | Self::WriteBatch { .. } | Self::ForcePromotion
+        )
     }
 }
 
@@ -108,6 +123,8 @@ impl ShardClientRequest {
 pub enum ShardClientReply {
     /// The write is acknowledged at this log index.
     Written(LogIndex),
+    /// The answer to each write of a [`ShardClientRequest::WriteBatch`], in order.
+    WrittenBatch(Vec<Result<LogIndex, ReplicationError>>),
     /// The value read (`None`: never written).
     Value(Option<Vec<u8>>),
     /// The promotion request was taken.

@@ -24,7 +24,7 @@ use super::cache_leases::{CacheLeaseOptions, CacheLeases};
 use super::protocol::PeerRefusal;
 use super::shard_protocol::{
     MemberStatus, ShardAdminReply, ShardAdminRequest, ShardClientReply, ShardClientRequest,
-    ShardReply, ShardRequest,
+    ShardReply, ShardRequest, MAX_WRITE_BATCH,
 };
 use crate::metadata::NodeId;
 use crate::net::tcp::{self, FrameOptions, FramedConnection, ServeOptions};
@@ -34,7 +34,9 @@ use crate::replication::disk::{MemberDisk, MemberDiskError, MemberIdentity};
 use crate::replication::runtime::{
     drive, ClientCall, ClientOp, ClientOutput, Clock, Host, Kind, Member,
 };
-use crate::replication::{Action, EpochRecord, Event, Message, ProtocolOptions, ReplicationError};
+use crate::replication::{
+    Action, EpochRecord, Event, Message, ProtocolOptions, ReplicationError, WriteCondition,
+};
 
 /// How long an unreachable peer is not tried again.
 pub const RECONNECT_BACKOFF: Duration = Duration::from_millis(20);
@@ -577,6 +579,9 @@ async fn handle_client(
                 None => Err(ReplicationError::WitnessHoldsNoData { node }),
             };
         }
+        ShardClientRequest::WriteBatch { writes, ring_epoch } => {
+            return write_batch(shared, writes, ring_epoch).await;
+        }
         ShardClientRequest::Write {
             key,
             value,
@@ -625,6 +630,67 @@ async fn handle_client(
         ClientOutput::Read(value) => ShardClientReply::Value(value),
         ClientOutput::Accepted => ShardClientReply::Accepted,
     })
+}
+
+/// Queues every write of a batch at once (the event loop steps what it finds queued together
+/// and saves once), then answers each; like a single write, nothing is answered before the
+/// compute nodes holding leases dropped the keys.
+async fn write_batch(
+    shared: &Shared,
+    writes: Vec<(Vec<u8>, Vec<u8>, WriteCondition)>,
+    ring_epoch: u64,
+) -> Result<ShardClientReply, ReplicationError> {
+    let node = shared.id;
+    if writes.len() > MAX_WRITE_BATCH {
+        return Err(ReplicationError::Overloaded {
+            pending: writes.len(),
+        });
+    }
+    let bound = shared.request_timeout;
+    let deadline = Instant::now() + bound;
+    let mut answers = Vec::with_capacity(writes.len());
+    for (key, value, condition) in writes {
+        let (call, answer) = ClientCall::new(ClientOp::Write {
+            key,
+            value,
+            condition,
+            ring_epoch,
+        });
+        if shared.client_queue.send(call).await.is_err() {
+            // Writes already queued may take effect.
+            return Err(if answers.is_empty() {
+                ReplicationError::NodeDown { node }
+            } else {
+                ReplicationError::Interrupted { node }
+            });
+        }
+        answers.push(answer);
+    }
+    let mut results = Vec::with_capacity(answers.len());
+    for answer in answers {
+        let result = match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(Ok(ClientOutput::Written(index)))) => Ok(index),
+            Ok(Ok(Ok(other))) => {
+                tracing::error!(node, ?other, "a write answered as another operation");
+                Err(ReplicationError::Interrupted { node })
+            }
+            Ok(Ok(Err(error))) => Err(error),
+            Ok(Err(_)) => Err(ReplicationError::Interrupted { node }),
+            Err(_) => Err(ReplicationError::Timeout { after: bound }),
+        };
+        results.push(result);
+    }
+    let last = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .max()
+        .copied();
+    if let (Some(index), Some(leases)) = (last, &shared.leases) {
+        if !leases.wait_through(index, deadline).await {
+            return Err(ReplicationError::Timeout { after: bound });
+        }
+    }
+    Ok(ShardClientReply::WrittenBatch(results))
 }
 
 fn handle_admin(shared: &Shared, request: ShardAdminRequest) -> ShardAdminReply {
