@@ -584,7 +584,7 @@ fn two_transactions_that_lock_rows_in_opposite_orders_do_not_deadlock() {
             older.commit().await.expect("the older commits")
         });
         tokio::time::sleep(Duration::from_millis(100)).await;
-        // ... and the younger, asking for the older's row 1, gives way at once.
+        // ... and the younger, asking for the older's row 1, gives way once its patience is out.
         let refused = younger
             .execute("UPDATE data SET value = value + 10 WHERE id = 1")
             .await

@@ -164,11 +164,20 @@ fn the_bank_across_compute_node_processes_with_real_faults_keeps_its_total() {
     let seed = seed_that_kills_a_compute_node(TxnWorkload::Bank);
     let store = tempfile::tempdir().expect("a temp dir");
 
-    // Workload: transfers and locked reads of every balance, through all three nodes.
+    // Workload: transfers and locked reads of every balance, through all three nodes; five
+    // clients, one per account (ten contend so hard for five rows that few reads, which lock
+    // all five, complete: 6-14 of ~190 on 2026-11-27, against 23-27 of ~115 with five).
     let (output, results, took) = run_on_processes(
         "bank",
         store.path(),
-        &["--time", "10s", "--seed", &seed.to_string()],
+        &[
+            "--time",
+            "10s",
+            "--seed",
+            &seed.to_string(),
+            "--concurrency",
+            "5",
+        ],
     );
     eprintln!("seed {seed}: took {:.1} s", took.as_secs_f64());
 
@@ -255,9 +264,12 @@ fn compute_node_processes_that_read_uncommitted_writes_are_caught_as_g1() {
 #[test]
 fn what_compute_node_processes_cannot_run_is_refused_with_a_usage_error() {
     let refused = |args: &[&str], needles: &[&str]| {
+        let store = tempfile::tempdir().expect("a temp dir");
         let output = Command::new(env!("CARGO_BIN_EXE_helios"))
             .arg("run")
             .args(args)
+            .arg("--store")
+            .arg(store.path())
             .output()
             .expect("helios runs");
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -265,6 +277,11 @@ fn what_compute_node_processes_cannot_run_is_refused_with_a_usage_error() {
         for needle in needles {
             assert!(stderr.contains(needle), "{args:?}: {stderr}");
         }
+        // Refused before anything ran: no history was recorded.
+        let recorded: Vec<_> = std::fs::read_dir(store.path())
+            .expect("the store")
+            .collect();
+        assert!(recorded.is_empty(), "{args:?} ran first: {recorded:?}");
     };
     refused(
         &[

@@ -112,6 +112,17 @@ pub async fn run_txn(
     progress: Arc<RunProgress>,
 ) -> Result<TxnRunOutcome, WorkloadError> {
     config.validate()?;
+    // Refused before anything runs, not when the fault comes due.
+    if let Some(kind) = config
+        .nemesis
+        .iter()
+        .find(|kind| super::process_nemesis::PROCESS_NAMED_KINDS.contains(kind))
+    {
+        return Err(WorkloadError::InvalidConfig(format!(
+            "nemesis {} runs on processes only (--target processes)",
+            kind.as_str()
+        )));
+    }
     let wall_start = Instant::now();
     let run_dir = create_run_dir(&config.store_dir.join(config.workload.as_str()))?;
     let history_path = run_dir.join("history.jsonl");

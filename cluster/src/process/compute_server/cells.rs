@@ -11,15 +11,16 @@
 //! - Commit writes `txn/<id> = committed` in the metadata group by compare-and-set, then moves
 //!   each intent into its cell's committed row; rollback writes `aborted` first, then drops
 //!   them. Whoever meets an intent settles it from the record.
-//! - Locks follow wait-die: a transaction waits only for a younger one, and a younger one gives
-//!   way at once (its statement fails), so no deadlock forms.
+//! - Locks follow wait-die: a transaction waits for a younger one, and a younger one gives way
+//!   (its statement fails) if the older one's lock outlasts [`YOUNGER_PATIENCE`], so no
+//!   deadlock outlasts that.
 //! - A writer blocked by an intent whose transaction has no record for [`ABANDON_AFTER`] (or
 //!   began that long ago) writes `aborted` by compare-and-set: a coordinator that was killed
 //!   never blocks a row for long, and one that was only slow finds its commit refused, never
 //!   half applied.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -34,6 +35,11 @@ use crate::storage::remote::WireValue;
 /// How long a writer waits on another transaction's intent, with no commit record written,
 /// before it presumes that transaction abandoned and aborts it (as in process).
 pub const ABANDON_AFTER: Duration = Duration::from_secs(1);
+
+/// How long a transaction waits on an older one's lock before it gives way (wait-die with a
+/// little patience: most locks are let go within a few round trips, and giving way at once
+/// failed most of the bank workload's five-row reads).
+const YOUNGER_PATIENCE: Duration = Duration::from_millis(50);
 
 /// How often a blocked writer looks at the cell again.
 const BLOCKED_POLL: Duration = Duration::from_millis(10);
@@ -198,9 +204,52 @@ fn record_key(txn: &str) -> String {
 /// How a compare-and-set of a cell went.
 enum Put {
     Written(Stored),
-    /// Another value was there; it is the current one.
+    /// Another value was there; it is the current (committed) one.
     Changed(Stored),
+    /// An earlier attempt's answer was lost, and the cell holds another value now: whether
+    /// that attempt wrote (and was overwritten) or not is unknown. The current one.
+    Lost(Stored),
 }
+
+/// What a refused compare-and-set means, judged on the committed cell read after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    /// The committed cell holds this write's bytes: an earlier attempt wrote them.
+    Written,
+    /// Another writer's cell is committed, and no attempt of this write can have applied.
+    Changed,
+    /// Another writer's cell is committed, and an attempt whose answer was lost may have
+    /// applied before it.
+    Lost,
+    /// The committed cell is still the expected one: a write (this one's earlier attempt, or
+    /// another writer's) waits on the primary for its mirror, or was lost in a failover. Try
+    /// again once it settles.
+    Pending,
+}
+
+/// Judges a refusal from the committed cell `now`, the cell the write `expected`, the bytes it
+/// writes (unique to it, by their tag) and whether an earlier attempt may have applied.
+/// The primary's refusal names its newest entry, which may not be replicated yet and may yet be
+/// lost; so it is never taken as what the cell holds.
+fn judge_refusal(
+    now: Option<&[u8]>,
+    expected: Option<&[u8]>,
+    ours: &[u8],
+    maybe_applied: bool,
+) -> Refusal {
+    if now == Some(ours) {
+        Refusal::Written
+    } else if now == expected {
+        Refusal::Pending
+    } else if maybe_applied {
+        Refusal::Lost
+    } else {
+        Refusal::Changed
+    }
+}
+
+/// How long a writer refused behind an unreplicated entry waits before it tries again.
+const PENDING_POLL: Duration = Duration::from_millis(2);
 
 impl Shared {
     /// The cell of `key` as the primary of the shard that owns it has it now.
@@ -217,7 +266,10 @@ impl Shared {
         Stored::new(bytes)
     }
 
-    /// Replaces the cell `expected` holds by `cell`, if it still holds it.
+    /// Replaces the cell `expected` holds by `cell`, if it still holds it. A write is
+    /// `Written` only once it is committed (replicated): a refusal that names this write's own
+    /// bytes (an earlier attempt's answer was lost) is confirmed by a read, and the cell a
+    /// refusal hands back is the committed one, never the primary's unreplicated newest entry.
     async fn put_cell(
         &self,
         key: &[u8],
@@ -230,34 +282,58 @@ impl Shared {
             self.cell_writes.fetch_add(1, Ordering::SeqCst),
         );
         let bytes = cell.encode()?;
-        let outcome = self
-            .on_owner(key, deadline, |shard, member, epoch| {
-                let condition = WriteCondition::IfCurrent(expected.bytes.clone());
-                let write =
-                    self.storage
-                        .write_routed(shard, member, (key, &bytes), condition, epoch);
-                async move {
-                    match write.await {
-                        Ok(_) => Ok(None),
-                        Err(ReplicationError::ConditionFailed { current }) => Ok(Some(current)),
-                        Err(error) => Err(error),
+        let maybe_applied = AtomicBool::new(false);
+        loop {
+            let refused = self
+                .on_owner(key, deadline, |shard, member, epoch| {
+                    let condition = WriteCondition::IfCurrent(expected.bytes.clone());
+                    let write =
+                        self.storage
+                            .write_routed(shard, member, (key, &bytes), condition, epoch);
+                    let maybe_applied = &maybe_applied;
+                    async move {
+                        match write.await {
+                            Ok(_) => Ok(false),
+                            Err(ReplicationError::ConditionFailed { .. }) => Ok(true),
+                            Err(error) => {
+                                if error.outcome_is_unknown() {
+                                    maybe_applied.store(true, Ordering::SeqCst);
+                                }
+                                Err(error)
+                            }
+                        }
                     }
-                }
-            })
-            .await?;
-        match outcome {
-            None => Ok(Put::Written(Stored {
-                bytes: Some(bytes),
-                cell,
-            })),
-            // An earlier attempt whose answer was lost did write it.
-            Some(current) if current.as_deref() == Some(bytes.as_slice()) => {
-                Ok(Put::Written(Stored {
+                })
+                .await?;
+            if !refused {
+                return Ok(Put::Written(Stored {
                     bytes: Some(bytes),
                     cell,
-                }))
+                }));
             }
-            Some(current) => Ok(Put::Changed(Stored::new(current)?)),
+            let now = self.read_cell(key, deadline).await?;
+            let maybe_applied = maybe_applied.load(Ordering::SeqCst);
+            match judge_refusal(
+                now.bytes.as_deref(),
+                expected.bytes.as_deref(),
+                &bytes,
+                maybe_applied,
+            ) {
+                Refusal::Written => return Ok(Put::Written(now)),
+                Refusal::Changed => return Ok(Put::Changed(now)),
+                Refusal::Lost => return Ok(Put::Lost(now)),
+                Refusal::Pending => {
+                    if Instant::now() + PENDING_POLL >= deadline {
+                        return Err(ComputeFailure {
+                            message: "the row's newest write was not replicated before the \
+                                      statement's deadline"
+                                .to_string(),
+                            outcome_unknown: maybe_applied,
+                        });
+                    }
+                    tokio::time::sleep(PENDING_POLL).await;
+                }
+            }
         }
     }
 
@@ -370,13 +446,15 @@ impl Shared {
                             Duration::from_millis(wall_ms().saturating_sub(intent.started_ms));
                         let abandoned =
                             since.elapsed() >= ABANDON_AFTER || holder_age >= ABANDON_AFTER;
-                        // Wait-die: a transaction waits only for a younger one, so no cycle of
-                        // waits (a deadlock) can form; a younger one gives way at once. A
+                        // Wait-die: a transaction waits for a younger one, and a younger one
+                        // gives way (its statement fails) unless the older one lets go of the
+                        // row within YOUNGER_PATIENCE; a cycle of waits (a deadlock) has a
+                        // younger-waits-for-older edge, so it lasts at most that long. A
                         // statement outside transactions holds no lock, so it always waits.
                         let younger = txn_id.is_some_and(|txn| {
                             (started_ms, txn) > (intent.started_ms, holder.as_str())
                         });
-                        if !abandoned && younger {
+                        if !abandoned && younger && since.elapsed() >= YOUNGER_PATIENCE {
                             self.wait_die_aborts.fetch_add(1, Ordering::SeqCst);
                             return Err(definite(format!(
                                 "{table} row {key}: locked by the older transaction {holder}; \
@@ -404,7 +482,7 @@ impl Shared {
                 };
                 let settled = stored.cell.settled(decision == Decision::Committed);
                 stored = match self.put_cell(&bytes, &stored, settled, deadline).await? {
-                    Put::Written(now) | Put::Changed(now) => now,
+                    Put::Written(now) | Put::Changed(now) | Put::Lost(now) => now,
                 };
                 continue;
             }
@@ -439,6 +517,15 @@ impl Shared {
                     return Ok(seen);
                 }
                 Put::Changed(now) => stored = now,
+                Put::Lost(_) => {
+                    return Err(ComputeFailure {
+                        message: format!(
+                            "{table} row {key}: a write whose answer was lost may have been \
+                             applied, and the row has changed since"
+                        ),
+                        outcome_unknown: true,
+                    })
+                }
             }
         }
     }
@@ -580,7 +667,7 @@ impl Shared {
             let settled = stored.cell.settled(committed);
             match self.put_cell(key, &stored, settled, deadline).await? {
                 Put::Written(_) => break,
-                Put::Changed(now) => stored = now,
+                Put::Changed(now) | Put::Lost(now) => stored = now,
             }
         }
         Ok(())
@@ -657,6 +744,39 @@ mod tests {
         assert_eq!(locked.settled(true).committed_row(), Some(row(1)));
         let inserted = with_intent(None, "a", Some(3));
         assert_eq!(inserted.settled(false).committed_row(), None);
+    }
+
+    #[test]
+    fn a_refused_write_is_judged_on_the_committed_cell_never_on_the_primarys_newest_entry() {
+        let (expected, ours, other) = (&b"old"[..], &b"ours"[..], &b"other"[..]);
+        // The committed cell holds our bytes: an earlier attempt wrote them, replicated.
+        assert_eq!(
+            judge_refusal(Some(ours), Some(expected), ours, true),
+            Refusal::Written
+        );
+        // The committed cell is still the expected one, though the primary named our bytes (or
+        // another's) as its newest: not written yet, and perhaps never; try again.
+        for maybe_applied in [false, true] {
+            assert_eq!(
+                judge_refusal(Some(expected), Some(expected), ours, maybe_applied),
+                Refusal::Pending
+            );
+        }
+        assert_eq!(judge_refusal(None, None, ours, false), Refusal::Pending);
+        // Another writer's cell: a plain conflict, unless an attempt whose answer was lost may
+        // have applied first (then the write's outcome is unknown, and it is never re-applied).
+        assert_eq!(
+            judge_refusal(Some(other), Some(expected), ours, false),
+            Refusal::Changed
+        );
+        assert_eq!(
+            judge_refusal(Some(other), Some(expected), ours, true),
+            Refusal::Lost
+        );
+        assert_eq!(
+            judge_refusal(None, Some(expected), ours, true),
+            Refusal::Lost
+        );
     }
 
     #[test]
