@@ -2043,18 +2043,7 @@ async fn wrong_rows(
 }
 
 fn print_rebalance(test: &str, report: &helios_cluster::process::RebalanceReport) {
-    eprintln!(
-        "{test}: epoch {}, {} rows copied + {} copied first by compute nodes, {} deleted from \
-         the old shards; moving {:.2} s ({:.0} rows/s, {:.2} MB/s), whole {:.2} s",
-        report.epoch,
-        report.copied_rows,
-        report.already_there,
-        report.deleted_rows,
-        report.moving.as_secs_f64(),
-        report.rows_per_second(),
-        report.megabytes_per_second(),
-        report.elapsed.as_secs_f64()
-    );
+    eprintln!("{test}: {report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,8 @@
-//! `helios cluster up|status|down`: a local cluster of `helios node` processes (a metadata group,
-//! replicated shards of data nodes and witnesses, and compute nodes), recorded in `DIR/cluster.json`, or
-//! (`--target docker`) the same as containers of `docker/docker-compose.yml` (five metadata
-//! nodes, up to three shards), recorded in `DIR/docker.json`. Glue over
+//! `helios cluster up|status|down|add-shard|rebalance`: a local cluster of `helios node`
+//! processes (a metadata group, replicated shards of data nodes and witnesses, and compute
+//! nodes), recorded in `DIR/cluster.json`, or (`--target docker`) the same as containers of
+//! `docker/docker-compose.yml` (five metadata nodes, up to three shards), recorded in
+//! `DIR/docker.json`; a local cluster takes shards at run time. Glue over
 //! `helios_cluster::process`.
 
 use std::path::PathBuf;
@@ -40,6 +41,11 @@ enum ClusterCommand {
     Status(DirArgs),
     /// Stop every node: SIGTERM, then SIGKILL after the grace period.
     Down(DownArgs),
+    /// Add a replicated shard to a running local cluster (two data nodes and a witness, as
+    /// processes) and move its share of the rows to it while the compute nodes keep serving.
+    AddShard(RebalanceArgs),
+    /// Finish moving rows to the recorded ring, if a rebalance (`add-shard`) stopped part way.
+    Rebalance(RebalanceArgs),
 }
 
 #[derive(Debug, Args)]
@@ -93,6 +99,16 @@ struct DownArgs {
     grace_secs: u64,
 }
 
+#[derive(Debug, Args)]
+struct RebalanceArgs {
+    /// The cluster directory given to `helios cluster up` (a local cluster).
+    #[arg(long)]
+    dir: PathBuf,
+    /// The bound on the whole: the new shard's first primary and every row moved, in seconds.
+    #[arg(long, default_value_t = 120)]
+    wait_secs: u64,
+}
+
 pub fn run(args: ClusterArgs) -> anyhow::Result<i32> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -102,6 +118,86 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<i32> {
         ClusterCommand::Up(args) => runtime.block_on(up(args)),
         ClusterCommand::Status(args) => runtime.block_on(status(args)),
         ClusterCommand::Down(args) => down(args),
+        ClusterCommand::AddShard(args) => runtime.block_on(add_shard(args)),
+        ClusterCommand::Rebalance(args) => runtime.block_on(rebalance(args)),
+    }
+}
+
+/// The local cluster of `dir`; a Docker cluster is refused by name.
+fn attach_local(dir: &std::path::Path, command: &str) -> anyhow::Result<LocalCluster> {
+    if DockerManifest::load(dir)?.is_some() {
+        bail!(
+            "{}: a Docker cluster; `helios cluster {command}` runs on local clusters (`cluster up \
+             --target local`) only",
+            dir.display()
+        );
+    }
+    Ok(LocalCluster::attach(dir)?)
+}
+
+/// `add-shard`: start the new shard's processes, wait for its primary, rebalance; the new
+/// processes outlive the command, recorded in `cluster.json` like the others.
+async fn add_shard(args: RebalanceArgs) -> anyhow::Result<i32> {
+    let mut cluster = attach_local(&args.dir, "add-shard")?;
+    let old_shards = cluster.shard_count();
+    if old_shards == 0 {
+        bail!(
+            "{}: the cluster has no shard to take rows from (`cluster up --shards 1` or more)",
+            args.dir.display()
+        );
+    }
+    let added = cluster.add_shard(Duration::from_secs(args.wait_secs)).await;
+    for node in &cluster.manifest().nodes {
+        if node.shard_member.is_some_and(|m| m.shard >= old_shards) {
+            println!(
+                "{} pid {} on {}  data {}  log {}",
+                node_name(node),
+                node.pid,
+                node.addr,
+                node.data_dir.display(),
+                node.log_file.display()
+            );
+        }
+    }
+    let dir = cluster.dir().to_path_buf();
+    cluster.detach();
+    match added {
+        Ok((shard, report)) => {
+            println!("shard {shard} added; rebalanced: {report}");
+            Ok(0)
+        }
+        Err(error) => {
+            eprintln!("helios cluster add-shard: {error}");
+            eprintln!(
+                "rows stay served by the ring as recorded; finish moving them with `helios \
+                 cluster rebalance --dir {}`; logs: {}/*.log",
+                dir.display(),
+                dir.display()
+            );
+            Ok(1)
+        }
+    }
+}
+
+/// `rebalance`: finish the recorded ring's moves.
+async fn rebalance(args: RebalanceArgs) -> anyhow::Result<i32> {
+    let cluster = attach_local(&args.dir, "rebalance")?;
+    match cluster.rebalance(Duration::from_secs(args.wait_secs)).await {
+        Ok(report) if report.copied_rows + report.already_there + report.deleted_rows == 0 => {
+            println!(
+                "ring epoch {} over shards {:?}: settled, nothing to move",
+                report.epoch, report.shards
+            );
+            Ok(0)
+        }
+        Ok(report) => {
+            println!("rebalanced: {report}");
+            Ok(0)
+        }
+        Err(error) => {
+            eprintln!("helios cluster rebalance: {error}");
+            Ok(1)
+        }
     }
 }
 

@@ -11,6 +11,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -370,7 +371,7 @@ fn helios_cluster_up_status_and_down_manage_the_processes() {
     ]);
     // Whatever happens next, the nodes must not outlive the test.
     let manifest = ClusterManifest::load(dir.path()).expect("cluster.json");
-    let guard = StopOnDrop(manifest.clone());
+    let guard = StopOnDrop(dir.path().to_path_buf());
     assert_eq!(up.status.code(), Some(0), "{}", text(&up.stderr));
     assert!(
         text(&up.stdout).contains("leader: node"),
@@ -439,6 +440,78 @@ fn helios_cluster_up_status_and_down_manage_the_processes() {
         "{read}"
     );
 
+    // A shard added at run time takes its share of the rows, and every row stays readable
+    // through the compute nodes (which learn the new ring by themselves).
+    let inserts: Vec<String> = (100..140)
+        .map(|id| format!("INSERT INTO t (id, value) VALUES ({id}, {})", id * 3))
+        .collect();
+    let inserts: Vec<&str> = inserts.iter().map(String::as_str).collect();
+    sql(&inserts);
+    let added = helios(&["cluster", "add-shard", "--dir", dir_arg]);
+    let shown = text(&added.stdout);
+    assert_eq!(
+        added.status.code(),
+        Some(0),
+        "{shown}{}",
+        text(&added.stderr)
+    );
+    assert!(shown.contains("shard 1 added"), "{shown}");
+    assert_eq!(shown.matches("(shard 1)").count(), 3, "{shown}");
+    let moved: u64 = shown
+        .split("rebalanced: ")
+        .nth(1)
+        .and_then(|report| report.split(" rows copied").next())
+        .and_then(|n| n.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no rows-copied count in {shown}"));
+    assert!(moved > 0 && moved < 41, "{moved} of 41 rows moved: {shown}");
+    let selects: Vec<String> = std::iter::once(1)
+        .chain(100..140)
+        .map(|id| format!("SELECT id, value FROM t WHERE id = {id}"))
+        .collect();
+    let mut selects: Vec<&str> = selects.iter().map(String::as_str).collect();
+    selects.splice(0..0, ["--compute", "1"]);
+    let read = sql(&selects);
+    let lines: Vec<&str> = read.lines().collect();
+    for id in 100..140 {
+        let row = format!("id={id}  value={}", id * 3);
+        assert!(lines.contains(&row.as_str()), "{row} missing: {read}");
+    }
+    assert!(lines.contains(&"id=1  value=15"), "{read}");
+    // Both compute nodes come to hold cache leases from both shards.
+    let deadline = Instant::now() + BOUND;
+    let shown = loop {
+        let status = helios(&["cluster", "status", "--dir", dir_arg]);
+        let shown = text(&status.stdout);
+        if shown.matches("leases from 2/2 shards").count() == 2 || Instant::now() > deadline {
+            break shown;
+        }
+        std::thread::sleep(POLL);
+    };
+    assert!(
+        shown.contains("shard 1: primary storage-3")
+            || shown.contains("shard 1: primary storage-4"),
+        "{shown}"
+    );
+    assert_eq!(
+        shown.matches("leases from 2/2 shards").count(),
+        2,
+        "{shown}"
+    );
+    // Nothing is left to move.
+    let again = helios(&["cluster", "rebalance", "--dir", dir_arg]);
+    let shown = text(&again.stdout);
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{shown}{}",
+        text(&again.stderr)
+    );
+    assert!(
+        shown.contains("ring epoch 1 over shards [0, 1]: settled, nothing to move"),
+        "{shown}"
+    );
+
     let again = helios(&["cluster", "up", "--nodes", "3", "--dir", dir_arg]);
     assert_eq!(
         again.status.code(),
@@ -473,17 +546,20 @@ fn helios_cluster_up_status_and_down_manage_the_processes() {
     let down = helios(&["cluster", "down", "--dir", dir_arg]);
     assert_eq!(down.status.code(), Some(0), "{}", text(&down.stdout));
     let stdout = text(&down.stdout);
-    assert_eq!(stdout.matches("stopped (SIGTERM)").count(), 7, "{stdout}");
+    assert_eq!(stdout.matches("stopped (SIGTERM)").count(), 10, "{stdout}");
     assert!(stdout.contains("node 3: already down"), "{stdout}");
     drop(guard);
 }
 
-/// Stops the processes of a manifest when dropped (the `helios cluster up` test's guard).
-struct StopOnDrop(ClusterManifest);
+/// Stops the processes of the cluster in a directory when dropped (the `helios cluster up`
+/// test's guard); the manifest is read then, so nodes added since are stopped too.
+struct StopOnDrop(PathBuf);
 
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
-        helios_cluster::process::stop_all(&self.0, Duration::from_secs(2));
+        if let Ok(manifest) = ClusterManifest::load(&self.0) {
+            helios_cluster::process::stop_all(&manifest, Duration::from_secs(2));
+        }
     }
 }
 

@@ -291,6 +291,23 @@ impl LocalCluster {
         Ok(cluster)
     }
 
+    /// The cluster that `helios cluster up` left running in `dir`, found by its `cluster.json`.
+    /// It owns none of the running processes: dropping it kills none, and what needs a child
+    /// handle (kill, pause, restart) does not apply to them; what goes through their endpoints,
+    /// and starting new ones ([`LocalCluster::add_shard`]), does.
+    pub fn attach(dir: &Path) -> Result<Self, LocalClusterError> {
+        let dir = std::fs::canonicalize(dir).map_err(io(format!("resolve {}", dir.display())))?;
+        let manifest = ClusterManifest::load(&dir)?;
+        Ok(Self {
+            dir,
+            manifest,
+            rust_log: None,
+            children: BTreeMap::new(),
+            paused: BTreeSet::new(),
+            kill_on_drop: false,
+        })
+    }
+
     fn entry(&self, id: NodeId) -> Result<&ManifestNode, LocalClusterError> {
         self.manifest
             .node(id)
@@ -605,6 +622,16 @@ impl LocalCluster {
         )
         .await?;
         Ok((shard, report))
+    }
+
+    /// Finishes the moves of the recorded ring, if a rebalance stopped part way (its rows stay
+    /// served meanwhile: compute nodes route by the moving ring); a settled ring needs nothing.
+    /// Bounded by `bound`.
+    pub async fn rebalance(&self, bound: Duration) -> Result<RebalanceReport, LocalClusterError> {
+        let metadata = self.client(ClientOptions::default());
+        let shards = self.shard_client(Duration::from_secs(2));
+        let deadline = tokio::time::Instant::now() + bound;
+        Ok(rebalance::rebalance(&metadata, &shards, deadline).await?)
     }
 
     /// Cuts shard member `member` off from the other members of its shard, both ways (through

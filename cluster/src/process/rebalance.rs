@@ -63,6 +63,27 @@ pub struct RebalanceReport {
     pub elapsed: Duration,
 }
 
+impl std::fmt::Display for RebalanceReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ring epoch {} over shards {:?}: {} rows copied + {} copied first by compute \
+             nodes ({:.2} MB), {} deleted from the old shards; moving {:.2} s ({:.0} rows/s, \
+             {:.2} MB/s), whole {:.2} s",
+            self.epoch,
+            self.shards,
+            self.copied_rows,
+            self.already_there,
+            self.moved_bytes as f64 / 1e6,
+            self.deleted_rows,
+            self.moving.as_secs_f64(),
+            self.rows_per_second(),
+            self.megabytes_per_second(),
+            self.elapsed.as_secs_f64()
+        )
+    }
+}
+
 impl RebalanceReport {
     /// Rows moved, per second of moving.
     pub fn rows_per_second(&self) -> f64 {
