@@ -149,14 +149,7 @@ async fn add_shard(args: RebalanceArgs) -> anyhow::Result<i32> {
     let added = cluster.add_shard(Duration::from_secs(args.wait_secs)).await;
     for node in &cluster.manifest().nodes {
         if node.shard_member.is_some_and(|m| m.shard >= old_shards) {
-            println!(
-                "{} pid {} on {}  data {}  log {}",
-                node_name(node),
-                node.pid,
-                node.addr,
-                node.data_dir.display(),
-                node.log_file.display()
-            );
+            print_started(node);
         }
     }
     let dir = cluster.dir().to_path_buf();
@@ -243,14 +236,7 @@ async fn up(args: UpArgs) -> anyhow::Result<i32> {
         exit_with_parent: false,
     })?;
     for node in &cluster.manifest().nodes {
-        println!(
-            "{} pid {} on {}  data {}  log {}",
-            node_name(node),
-            node.pid,
-            node.addr,
-            node.data_dir.display(),
-            node.log_file.display()
-        );
+        print_started(node);
     }
     let bound = Duration::from_secs(args.wait_secs);
     let mut primaries = Vec::new();
@@ -450,6 +436,18 @@ async fn shard_primary(client: &ShardClient, shard: usize) -> Option<u64> {
         }
     }
     None
+}
+
+/// The line `up` and `add-shard` print for a node process they started.
+fn print_started(node: &ManifestNode) {
+    println!(
+        "{} pid {} on {}  data {}  log {}",
+        node_name(node),
+        node.pid,
+        node.addr,
+        node.data_dir.display(),
+        node.log_file.display()
+    );
 }
 
 /// How `up` and `status` name a node process.
