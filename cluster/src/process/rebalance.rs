@@ -42,6 +42,17 @@ type Rows = Vec<(Vec<u8>, Vec<u8>)>;
 /// How long a call that failed definitely waits before it is tried again.
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
 
+/// Turns a shard's failure, as the calls here give it, into the rebalance's, saying what
+/// step failed.
+fn shard_failed(what: impl Into<String>) -> impl Fn((usize, ReplicationError)) -> RebalanceError {
+    let what = what.into();
+    move |(shard, error)| RebalanceError::Shard {
+        shard,
+        what: what.clone(),
+        error,
+    }
+}
+
 /// What a rebalance did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RebalanceReport {
@@ -240,11 +251,7 @@ pub async fn rebalance(
         for page in rows.chunks(MAX_WRITE_BATCH) {
             report.deleted_rows += delete_page(shards, &members, source, page, epoch, deadline)
                 .await
-                .map_err(|(shard, error)| RebalanceError::Shard {
-                    shard,
-                    what: "delete moved rows".to_string(),
-                    error,
-                })?;
+                .map_err(shard_failed("delete moved rows"))?;
         }
     }
     report.elapsed = started.elapsed();
@@ -350,11 +357,7 @@ async fn copy_page(
             .collect();
         let results = batch_on_primary(shards, members, owner, writes, epoch, deadline)
             .await
-            .map_err(|(shard, error)| RebalanceError::Shard {
-                shard,
-                what: "copy a page of rows".to_string(),
-                error,
-            })?;
+            .map_err(shard_failed("copy a page of rows"))?;
         for ((key, value), result) in page.iter().zip(results) {
             let copied = match result {
                 Ok(_) => true,
@@ -454,11 +457,7 @@ pub async fn fence(
         }
     })
     .await
-    .map_err(|(shard, error)| RebalanceError::Shard {
-        shard,
-        what: format!("fence at epoch {epoch}"),
-        error,
-    })
+    .map_err(shard_failed(format!("fence at epoch {epoch}")))
 }
 
 /// Copies `value` to `key` on `owner` if `owner` holds nothing for it; whether it wrote. A
@@ -473,17 +472,13 @@ async fn copy_row(
     epoch: u64,
     deadline: Instant,
 ) -> Result<bool, RebalanceError> {
-    let failed = |(shard, error)| RebalanceError::Shard {
-        shard,
-        what: "copy a row".to_string(),
-        error,
-    };
+    let failed = shard_failed("copy a row");
     loop {
         let copied = on_primary(members, owner, deadline, |member| {
             shards.copy_if_absent(owner, member, (key, value), epoch)
         })
         .await
-        .map_err(failed)?;
+        .map_err(&failed)?;
         if copied {
             return Ok(true);
         }
@@ -491,7 +486,7 @@ async fn copy_row(
             shards.read_routed(owner, member, key, epoch)
         })
         .await
-        .map_err(failed)?;
+        .map_err(&failed)?;
         if present.is_some() {
             return Ok(false);
         }
