@@ -172,6 +172,9 @@ pub struct ComputeStatus {
     /// Statements of this node's transactions that met a row locked by an older transaction
     /// and gave way (wait-die), failing their transaction's statement.
     pub wait_die_aborts: u64,
+    /// Compare-and-sets refused behind an entry of the shard's primary that was not replicated
+    /// yet (the committed cell was still the one expected), and tried again once it settled.
+    pub unreplicated_refusals: u64,
 }
 
 /// A compute node's answer, of the kind of its request.

@@ -156,6 +156,8 @@ struct Shared {
     cell_writes: AtomicU64,
     /// Statements of this node's transactions that gave way to an older transaction.
     wait_die_aborts: AtomicU64,
+    /// Compare-and-sets refused behind an unreplicated entry, tried again.
+    unreplicated_refusals: AtomicU64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -223,6 +225,7 @@ impl ComputeServer {
             aborted_abandoned: AtomicU64::new(0),
             cell_writes: AtomicU64::new(0),
             wait_die_aborts: AtomicU64::new(0),
+            unreplicated_refusals: AtomicU64::new(0),
         });
         let mut tasks = vec![tokio::spawn(routing::supervise(
             Arc::clone(&shared),
@@ -622,6 +625,7 @@ fn status(shared: &Shared) -> ComputeStatus {
         open_transactions: lock(&shared.transactions).n_open(),
         aborted_abandoned: shared.aborted_abandoned.load(Ordering::SeqCst),
         wait_die_aborts: shared.wait_die_aborts.load(Ordering::SeqCst),
+        unreplicated_refusals: shared.unreplicated_refusals.load(Ordering::SeqCst),
     }
 }
 

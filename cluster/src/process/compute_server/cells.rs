@@ -323,6 +323,7 @@ impl Shared {
                 Refusal::Changed => return Ok(Put::Changed(now)),
                 Refusal::Lost => return Ok(Put::Lost(now)),
                 Refusal::Pending => {
+                    self.unreplicated_refusals.fetch_add(1, Ordering::SeqCst);
                     if Instant::now() + PENDING_POLL >= deadline {
                         return Err(ComputeFailure {
                             message: "the row's newest write was not replicated before the \
