@@ -283,6 +283,12 @@ impl Shared {
         );
         let bytes = cell.encode()?;
         let maybe_applied = AtomicBool::new(false);
+        // Once an attempt may have applied, every failure after it is outcome-unknown: that
+        // attempt may still commit.
+        let failed = |failure: ComputeFailure| ComputeFailure {
+            outcome_unknown: failure.outcome_unknown || maybe_applied.load(Ordering::SeqCst),
+            ..failure
+        };
         loop {
             let refused = self
                 .on_owner(key, deadline, |shard, member, epoch| {
@@ -304,14 +310,15 @@ impl Shared {
                         }
                     }
                 })
-                .await?;
+                .await
+                .map_err(failed)?;
             if !refused {
                 return Ok(Put::Written(Stored {
                     bytes: Some(bytes),
                     cell,
                 }));
             }
-            let now = self.read_cell(key, deadline).await?;
+            let now = self.read_cell(key, deadline).await.map_err(failed)?;
             let maybe_applied = maybe_applied.load(Ordering::SeqCst);
             match judge_refusal(
                 now.bytes.as_deref(),
