@@ -141,6 +141,17 @@ pub struct ComputeFailure {
     pub outcome_unknown: bool,
 }
 
+impl ComputeFailure {
+    /// The same failure, outcome-unknown if `maybe_applied` (a write before it may have taken
+    /// effect).
+    pub fn unknown_if(self, maybe_applied: bool) -> Self {
+        Self {
+            outcome_unknown: self.outcome_unknown || maybe_applied,
+            ..self
+        }
+    }
+}
+
 /// An operator's request to a compute node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ComputeAdminRequest {

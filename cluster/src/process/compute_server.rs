@@ -322,14 +322,11 @@ impl Shared {
     /// Whether rows of `shard` may be served from the cache now.
     fn cacheable(&self, shard: usize) -> bool {
         let now = Instant::now();
-        let members = self.members_of(shard);
-        let leases = lock(&self.leases);
-        !members.is_empty()
-            && members.iter().all(|&member| {
-                leases
-                    .get(&(shard, member))
-                    .is_some_and(|held| held.until > now)
-            })
+        self.all_members_of(shard, |member| {
+            lock(&self.leases)
+                .get(&(shard, member))
+                .is_some_and(|held| held.until > now)
+        })
     }
 
     /// The shard key column of `table`, from the metadata group the first time.
@@ -543,10 +540,7 @@ fn definite(message: String) -> ComputeFailure {
 
 /// A multi-row insert that failed after writing some rows took effect in part.
 fn after_some(failure: ComputeFailure, written: u64) -> ComputeFailure {
-    ComputeFailure {
-        outcome_unknown: failure.outcome_unknown || written > 0,
-        ..failure
-    }
+    failure.unknown_if(written > 0)
 }
 
 fn schema_key(table: &str) -> String {

@@ -285,10 +285,8 @@ impl Shared {
         let maybe_applied = AtomicBool::new(false);
         // Once an attempt may have applied, every failure after it is outcome-unknown: that
         // attempt may still commit.
-        let failed = |failure: ComputeFailure| ComputeFailure {
-            outcome_unknown: failure.outcome_unknown || maybe_applied.load(Ordering::SeqCst),
-            ..failure
-        };
+        let failed =
+            |failure: ComputeFailure| failure.unknown_if(maybe_applied.load(Ordering::SeqCst));
         loop {
             let refused = self
                 .on_owner(key, deadline, |shard, member, epoch| {

@@ -94,13 +94,13 @@ impl Shared {
         lock(&self.routing).members.clone()
     }
 
-    /// `shard`'s data members (none if the ring has no such shard).
-    pub(super) fn members_of(&self, shard: usize) -> Vec<NodeId> {
+    /// Whether `holds(member)` for every data member of `shard` (false if the ring has no such
+    /// shard). Runs under the routing lock, so `holds` must not take it.
+    pub(super) fn all_members_of(&self, shard: usize, holds: impl Fn(NodeId) -> bool) -> bool {
         lock(&self.routing)
             .members
             .get(&shard)
-            .cloned()
-            .unwrap_or_default()
+            .is_some_and(|members| !members.is_empty() && members.iter().all(|&m| holds(m)))
     }
 
     /// The epoch of the ring this node routes by.
@@ -135,12 +135,7 @@ impl Shared {
             };
             match attempt.await {
                 Ok(value) => return Ok(value),
-                Err(Miss::Failed(failure)) => {
-                    return Err(ComputeFailure {
-                        outcome_unknown: failure.outcome_unknown || unknown,
-                        ..failure
-                    })
-                }
+                Err(Miss::Failed(failure)) => return Err(failure.unknown_if(unknown)),
                 Err(Miss::Stale { unknown: earlier }) => {
                     tracing::debug!(
                         node = self.id,
@@ -151,10 +146,7 @@ impl Shared {
                     unknown |= earlier;
                     self.learn_ring_after(route.epoch, deadline)
                         .await
-                        .map_err(|failure| ComputeFailure {
-                            outcome_unknown: failure.outcome_unknown || unknown,
-                            ..failure
-                        })?;
+                        .map_err(|failure| failure.unknown_if(unknown))?;
                 }
             }
         }
