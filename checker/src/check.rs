@@ -242,6 +242,7 @@ fn check_linearizable(
             .max_memory_bytes
             .unwrap_or(defaults.max_memory_bytes),
         keep_linearizations: options.keep_linearizations,
+        pruning: defaults.pruning,
     };
     linear::check(operations, &spec, &linear_options)
         .map(Some)

@@ -1,21 +1,60 @@
-//! The WGL search (Wing & Gong, with Lowe's memoisation) over one partition of a history.
+//! The WGL search (Wing & Gong, with Lowe's memoisation) over one partition of a history, as
+//! a resumable machine with sound pruning rules.
 //!
 //! Operations are laid out as a doubly linked list of call and return entries in real-time
 //! order. The search repeatedly linearizes the first call entry whose operation is legal in
 //! the current state, lifting its call and return out of the list; when it meets a return
 //! entry whose operation was not linearized, that operation cannot be placed, so it backtracks.
 //! Lowe's memoisation skips any configuration (set of linearized operations, model state)
-//! that was reached before, which turns the exponential search into a practical one.
+//! that was reached before: a configuration met again was fully explored and failed, since
+//! the linearized set only grows along a path.
 //!
 //! Semantics (DESIGN.md): intervals are closed; an operation of unknown outcome (`info`, or
 //! pending at the end) has no return entry, so it may be linearized at any point after its
 //! call, or never. The search succeeds once every operation that completed `ok` is placed.
+//!
+//! # Pruning rules
+//!
+//! Each rule removes work without changing the verdict. "Callable" means that the operation's
+//! call entry comes before the first return entry left in the list: every operation that
+//! returned before it was called is already linearized.
+//!
+//! 1. **Unobserved operations of unknown outcome are never linearized** (applied before the
+//!    search, by [`ModelInstance::unobserved`]). An `info` write whose value no read returns
+//!    and no compare-and-set expects may be linearized "never": in any linearization that
+//!    places it, the state it sets is overwritten before anything looks at it, so dropping it
+//!    leaves every other operation legal where it was. Each model argues its own case.
+//! 2. **Read-only operations are linearized eagerly.** When a callable operation whose
+//!    [`Effect`] is `ReadOnly` is legal in the current state, the search linearizes it there
+//!    and tries nothing else in that configuration. Exchange argument: take any linearization
+//!    from here that places the read later. Move the read to the front. It was legal in the
+//!    current state, and it changes no state, so every other operation sees the same states
+//!    as before; real time still holds, because the read is callable now, and everything that
+//!    had to follow it still does. So if any linearization exists, one that starts with the
+//!    read does, and it has the same length.
+//! 3. **Doomed states are abandoned.** Let `g` be a read-only `ok` operation left in the list.
+//!    Everything linearized before `g` must be called before `g` returns, so the operations
+//!    that can come between the current state and `g` are `Update`s and the remaining
+//!    `Reset`s (a write or put, which sets its object whatever it held) called before `g`
+//!    returned. If the model says that no sequence of updates takes the current state to one
+//!    where `g` is legal ([`ModelInstance::doomed`]; for a kv string: the string is not a
+//!    prefix of what `g` read), and that none of those resets leaves a state from which
+//!    updates could ([`ModelInstance::may_rescue`]; for kv: no such put wrote a prefix of what
+//!    `g` read), then no linearization exists from here.
+//!
+//! Each rule has a property test against a brute-force oracle (`checker/tests/`) that fails
+//! when the rule is broken on purpose ([`Sabotage`]).
+//!
+//! # Resumable
+//!
+//! [`Search::run`] takes a step budget and returns [`Progress::Paused`] when it is spent, so
+//! that a scheduler can advance many partitions in rounds and stop as soon as one of them is
+//! invalid. The search is deterministic: after the same number of steps it is in the same
+//! configuration, whatever else runs beside it.
 
-use crate::models::{mix64, ModelInstance};
+use crate::models::{mix64, Effect, ModelInstance};
 use hashbrown::{hash_table::Entry as TableEntry, DefaultHashBuilder, HashTable};
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Instant;
 
 /// One operation of a partition, encoded for the model, with its real-time interval.
 #[derive(Clone, Debug)]
@@ -26,21 +65,6 @@ pub struct PartitionOp<Op> {
     pub call: u64,
     /// The position of its `ok` completion; `None` for an unknown outcome (return at infinity).
     pub ret: Option<u64>,
-}
-
-/// The limits of one search. Hitting any of them gives [`SearchOutcome::Unknown`].
-#[derive(Debug)]
-pub struct Budget<'a> {
-    /// Give up after this instant.
-    pub deadline: Option<Instant>,
-    /// Give up after memoising this many configurations in this partition.
-    pub max_states: u64,
-    /// Give up when the memo tables of all partitions together hold more bytes than this.
-    pub max_memory_bytes: u64,
-    /// The bytes held by the memo tables of every running partition.
-    pub memory_in_use: &'a AtomicU64,
-    /// Set by another partition that has already proven the history invalid.
-    pub cancel: &'a AtomicBool,
 }
 
 /// Why a search stopped without a verdict.
@@ -82,6 +106,68 @@ pub enum SearchOutcome {
     Unknown(UnknownReason),
 }
 
+/// A pruning rule broken on purpose, so that tests can show the oracle catches it. Never set
+/// outside tests.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sabotage {
+    /// Rule 1 drops every operation of unknown outcome, observed or not.
+    DropObservedUnknown,
+    /// Rule 2 takes any callable legal operation eagerly, not only read-only ones.
+    EagerAnyOperation,
+    /// Rule 3 ignores resets: it judges observers that a write could still precede.
+    DoomIgnoringResets,
+}
+
+/// Switches for the pruning rules (all on by default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pruning {
+    /// Rule 1: unobserved operations of unknown outcome are dropped.
+    pub unobserved: bool,
+    /// Rule 2: read-only operations are linearized eagerly.
+    pub eager_reads: bool,
+    /// Rule 3: doomed states are abandoned.
+    pub doomed_states: bool,
+    /// A rule broken on purpose (tests only).
+    #[doc(hidden)]
+    pub sabotage: Option<Sabotage>,
+}
+
+impl Default for Pruning {
+    fn default() -> Self {
+        Pruning {
+            unobserved: true,
+            eager_reads: true,
+            doomed_states: true,
+            sabotage: None,
+        }
+    }
+}
+
+impl Pruning {
+    /// Plain WGL with memoisation: every rule off.
+    pub fn none() -> Self {
+        Pruning {
+            unobserved: false,
+            eager_reads: false,
+            doomed_states: false,
+            sabotage: None,
+        }
+    }
+}
+
+/// What one call of [`Search::run`] achieved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// The search ended with this outcome.
+    Done(SearchOutcome),
+    /// The step budget was spent; call `run` again to go on.
+    Paused,
+    /// The next allocation would exceed the memory allowance; call `run` again with a larger
+    /// allowance to go on, or give up.
+    OutOfMemory,
+}
+
 /// The result of one search, with its witness.
 #[derive(Debug)]
 pub struct SearchResult<State> {
@@ -104,8 +190,8 @@ pub struct SearchResult<State> {
 const HEAD: u32 = 0;
 const TAIL: u32 = 1;
 const NONE: u32 = u32::MAX;
-/// How many steps pass between two looks at the clock and the budgets.
-const CHECK_EVERY: u64 = 4096;
+/// How many remaining read-only operations rule 3 judges when a state changes.
+const DOOM_HORIZON: usize = 64;
 
 #[derive(Clone, Copy, Debug)]
 struct Entry {
@@ -123,9 +209,9 @@ struct EntryList {
 }
 
 impl EntryList {
-    fn new<Op>(ops: &[PartitionOp<Op>]) -> EntryList {
+    fn new<Op>(ops: &[PartitionOp<Op>], keep: &[bool]) -> EntryList {
         let mut items: Vec<(u64, bool, u32)> = Vec::with_capacity(ops.len() * 2);
-        for (index, op) in ops.iter().enumerate() {
+        for (index, op) in ops.iter().enumerate().filter(|&(index, _)| keep[index]) {
             let index = u32::try_from(index).expect("fewer than 2^32 operations per partition");
             items.push((op.call, true, index));
             if let Some(ret) = op.ret {
@@ -190,6 +276,10 @@ impl EntryList {
         self.entries[entry.prev as usize].next = call;
         self.entries[entry.next as usize].prev = call;
     }
+
+    fn first(&self) -> u32 {
+        self.entries[HEAD as usize].next
+    }
 }
 
 /// One memoised configuration: the set of linearized operations and the model state.
@@ -205,14 +295,24 @@ struct MemoTable<State> {
     table: HashTable<Memo<State>>,
     arena: Vec<u64>,
     words: usize,
+    /// Heap bytes held by the memoised states beyond their inline size.
+    state_heap_bytes: u64,
 }
 
-impl<State: Eq> MemoTable<State> {
+impl<State: Eq + Clone> MemoTable<State> {
+    fn contains(&self, hash: u64, bits: &[u64], state: &State) -> bool {
+        let words = self.words;
+        self.table
+            .find(hash, |memo| {
+                memo.hash == hash
+                    && memo.state == *state
+                    && self.arena[memo.bits_at..memo.bits_at + words] == *bits
+            })
+            .is_some()
+    }
+
     /// Inserts the configuration; false when it was already there.
-    fn insert(&mut self, hash: u64, bits: &[u64], state: &State) -> bool
-    where
-        State: Clone,
-    {
+    fn insert(&mut self, hash: u64, bits: &[u64], state: &State, state_heap_bytes: u64) -> bool {
         let arena = &self.arena;
         let words = self.words;
         let found = self.table.entry(
@@ -234,162 +334,482 @@ impl<State: Eq> MemoTable<State> {
                     bits_at,
                     state: state.clone(),
                 });
+                self.state_heap_bytes += state_heap_bytes;
                 true
             }
         }
     }
 
+    fn table_bytes(capacity: usize) -> u64 {
+        // hashbrown keeps one control byte per bucket beside each slot, and the bucket count
+        // is the next power of two of capacity * 8 / 7.
+        let buckets = (capacity.max(1) * 8 / 7).next_power_of_two();
+        (buckets * (std::mem::size_of::<Memo<State>>() + 1)) as u64
+    }
+
     fn bytes(&self) -> u64 {
-        let slots = self.table.capacity() * (std::mem::size_of::<Memo<State>>() + 1);
-        (slots + self.arena.capacity() * 8) as u64
+        Self::table_bytes(self.table.capacity())
+            + self.arena.capacity() as u64 * 8
+            + self.state_heap_bytes
+    }
+
+    /// The bytes the table would hold at its peak if one more insert grew it: while a
+    /// container grows, the old and the new allocation are both alive.
+    fn bytes_if_grown(&self) -> u64 {
+        let mut peak = self.bytes();
+        if self.table.len() == self.table.capacity() {
+            let grown = (self.table.capacity() * 2).max(4);
+            peak += Self::table_bytes(grown);
+        }
+        if self.arena.len() + self.words > self.arena.capacity() {
+            let grown = (self.arena.capacity() * 2).max(self.arena.len() + self.words);
+            peak += grown as u64 * 8;
+        }
+        peak
     }
 }
 
-/// Searches for a linearization of `ops` from the model's initial state.
-pub fn search<I: ModelInstance>(
-    instance: &mut I,
-    ops: &[PartitionOp<I::Op>],
-    budget: &Budget<'_>,
-) -> SearchResult<I::State> {
-    let mut list = EntryList::new(ops);
-    let words = ops.len().div_ceil(64).max(1);
-    let mut bits = vec![0u64; words];
-    // Zobrist hashing: the hash of a set of operations is the XOR of their keys, so it is
-    // updated in O(1) when one operation is linearized or undone.
-    let zobrist: Vec<u64> = (0..ops.len() as u64).map(mix64).collect();
-    let mut bits_hash = 0u64;
-    let hasher = DefaultHashBuilder::default();
-    let mut memo = MemoTable {
-        table: HashTable::new(),
-        arena: Vec::new(),
-        words,
-    };
-    let mut state = instance.init();
-    let mut stack: Vec<(u32, I::State)> = Vec::new();
-    let mut remaining_ok = ops.iter().filter(|op| op.ret.is_some()).count();
-    let mut best: Option<(Vec<u32>, I::State, u32)> = None;
-    let mut steps = 0u64;
-    let mut memory_reported = 0u64;
-    let mut entry = list.entries[HEAD as usize].next;
+/// Where the search stands between two steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cursor {
+    /// A configuration was just entered; `changed` says whether its state differs from its
+    /// parent's (so that rule 3 has something new to judge).
+    Enter { changed: bool },
+    /// Iterating the configuration's list at this entry.
+    At(u32),
+    /// The current configuration failed: undo the step that made it.
+    Backtrack,
+}
 
-    let outcome = loop {
-        if remaining_ok == 0 {
-            break SearchOutcome::Linearizable;
+/// One step on the current path: the call entry linearized and the state before it.
+struct Frame<State> {
+    call: u32,
+    previous: State,
+    /// Taken by rule 2, so the configuration before it has no other branch to try.
+    forced: bool,
+}
+
+/// A search over one partition, resumable between calls of [`Search::run`].
+pub struct Search<I: ModelInstance> {
+    ops: Vec<PartitionOp<I::Op>>,
+    effects: Vec<Effect>,
+    objects: Vec<u32>,
+    pruning: Pruning,
+    list: EntryList,
+    bits: Vec<u64>,
+    bits_hash: u64,
+    zobrist: Vec<u64>,
+    hasher: DefaultHashBuilder,
+    memo: MemoTable<I::State>,
+    state: I::State,
+    stack: Vec<Frame<I::State>>,
+    remaining_ok: usize,
+    best: Option<(Vec<u32>, I::State, u32)>,
+    steps: u64,
+    cursor: Cursor,
+    outcome: Option<SearchOutcome>,
+    /// Scratch for rule 3: the remaining resets met so far in the walk.
+    resets_seen: Vec<u32>,
+    /// Operations dropped by rule 1.
+    pub dropped: usize,
+}
+
+impl<I: ModelInstance> std::fmt::Debug for Search<I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Search")
+            .field("ops", &self.ops.len())
+            .field("steps", &self.steps)
+            .field("states", &self.memo.table.len())
+            .field("outcome", &self.outcome)
+            .finish()
+    }
+}
+
+impl<I: ModelInstance> Search<I> {
+    /// Prepares a search of `ops` from the model's initial state.
+    pub fn new(instance: &mut I, ops: Vec<PartitionOp<I::Op>>, pruning: Pruning) -> Self {
+        let keep: Vec<bool> = if pruning.unobserved {
+            let unobserved = match pruning.sabotage {
+                Some(Sabotage::DropObservedUnknown) => {
+                    ops.iter().map(|op| op.ret.is_none()).collect()
+                }
+                _ => instance.unobserved(&ops),
+            };
+            unobserved.iter().map(|&dropped| !dropped).collect()
+        } else {
+            vec![true; ops.len()]
+        };
+        let dropped = keep.iter().filter(|&&kept| !kept).count();
+        let list = EntryList::new(&ops, &keep);
+        let words = ops.len().div_ceil(64).max(1);
+        let effects: Vec<Effect> = ops.iter().map(|op| instance.effect(&op.op)).collect();
+        let objects: Vec<u32> = ops.iter().map(|op| instance.object(&op.op)).collect();
+        let remaining_ok = ops
+            .iter()
+            .zip(&keep)
+            .filter(|(op, &kept)| kept && op.ret.is_some())
+            .count();
+        let zobrist = (0..ops.len() as u64).map(mix64).collect();
+        Search {
+            ops,
+            effects,
+            objects,
+            pruning,
+            list,
+            bits: vec![0u64; words],
+            bits_hash: 0,
+            // Zobrist hashing: the hash of a set of operations is the XOR of their keys, so it
+            // is updated in O(1) when one operation is linearized or undone.
+            zobrist,
+            hasher: DefaultHashBuilder::default(),
+            memo: MemoTable {
+                table: HashTable::new(),
+                arena: Vec::new(),
+                words,
+                state_heap_bytes: 0,
+            },
+            state: instance.init(),
+            stack: Vec::new(),
+            remaining_ok,
+            best: None,
+            steps: 0,
+            cursor: Cursor::Enter { changed: true },
+            outcome: None,
+            resets_seen: Vec::new(),
+            dropped,
         }
-        steps += 1;
-        if steps.is_multiple_of(CHECK_EVERY) {
-            let bytes = memo.bytes();
-            let total = budget
-                .memory_in_use
-                .fetch_add(bytes - memory_reported, Ordering::Relaxed)
-                + (bytes - memory_reported);
-            memory_reported = bytes;
-            if let Some(reason) = exhausted(budget, memo.table.len() as u64, total) {
-                break SearchOutcome::Unknown(reason);
+    }
+
+    /// The partition's operations, as given.
+    pub fn ops(&self) -> &[PartitionOp<I::Op>] {
+        &self.ops
+    }
+
+    /// Steps taken so far.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// Configurations memoised so far.
+    pub fn states_memoised(&self) -> u64 {
+        self.memo.table.len() as u64
+    }
+
+    /// Bytes this search holds: the memo table, the current path and the fixed tables. The
+    /// model instance's own bytes are the caller's to add.
+    pub fn footprint_bytes(&self) -> u64 {
+        let fixed = self.ops.capacity() * std::mem::size_of::<PartitionOp<I::Op>>()
+            + self.list.entries.capacity() * std::mem::size_of::<Entry>()
+            + self.zobrist.capacity() * 8
+            + self.bits.capacity() * 8
+            + self.effects.capacity()
+            + self.objects.capacity() * 4;
+        let path = self.stack.capacity() * std::mem::size_of::<Frame<I::State>>();
+        self.memo.bytes() + (fixed + path) as u64
+    }
+
+    /// Advances the search by at most `max_steps` steps. Before the memo table would grow past
+    /// `memory_allowance` bytes of footprint it stops with [`Progress::OutOfMemory`].
+    pub fn run(&mut self, instance: &mut I, max_steps: u64, memory_allowance: u64) -> Progress {
+        if let Some(outcome) = self.outcome {
+            return Progress::Done(outcome);
+        }
+        let stop_at = self.steps.saturating_add(max_steps);
+        while self.steps < stop_at {
+            self.steps += 1;
+            let progress = match self.cursor {
+                Cursor::Enter { changed } => self.enter(instance, changed, memory_allowance),
+                Cursor::At(entry) => self.at(instance, entry, memory_allowance),
+                Cursor::Backtrack => self.backtrack(),
+            };
+            match progress {
+                None => {}
+                Some(Progress::Done(outcome)) => {
+                    self.outcome = Some(outcome);
+                    return Progress::Done(outcome);
+                }
+                Some(other) => return other,
             }
         }
+        Progress::Paused
+    }
+
+    /// Entering a configuration: success, rule 3, then rule 2, then the ordinary iteration.
+    fn enter(&mut self, instance: &mut I, changed: bool, allowance: u64) -> Option<Progress> {
+        if self.remaining_ok == 0 {
+            return Some(Progress::Done(SearchOutcome::Linearizable));
+        }
+        if changed && self.pruning.doomed_states {
+            if let Some(observer) = self.doomed_observer(instance) {
+                self.record_best(observer);
+                self.cursor = Cursor::Backtrack;
+                return None;
+            }
+        }
+        if self.pruning.eager_reads {
+            let mut entry = self.list.first();
+            loop {
+                let current = self.list.entries[entry as usize];
+                if !current.is_call {
+                    break;
+                }
+                let op = current.op as usize;
+                let eager = match self.pruning.sabotage {
+                    Some(Sabotage::EagerAnyOperation) => true,
+                    _ => self.effects[op] == Effect::ReadOnly,
+                };
+                if eager {
+                    if let Some(next) = instance.step(&self.state, &self.ops[op].op) {
+                        return self.try_push(instance, entry, next, true, allowance);
+                    }
+                }
+                entry = current.next;
+            }
+        }
+        self.cursor = Cursor::At(self.list.first());
+        None
+    }
+
+    /// Rule 3: a remaining read-only `ok` operation that the current state can no longer
+    /// satisfy, whether through updates alone or after one of the remaining resets that may
+    /// precede it. The walk looks at the first `DOOM_HORIZON` such operations only: skipping
+    /// a check is always safe.
+    fn doomed_observer(&mut self, instance: &mut I) -> Option<u32> {
+        let ignore_resets = self.pruning.sabotage == Some(Sabotage::DoomIgnoringResets);
+        self.resets_seen.clear();
+        let mut examined = 0;
+        let mut entry = self.list.first();
+        while entry != TAIL && examined < DOOM_HORIZON {
+            let current = self.list.entries[entry as usize];
+            let op = current.op as usize;
+            match (current.is_call, self.effects[op]) {
+                (true, Effect::Reset) if !ignore_resets => self.resets_seen.push(current.op),
+                (false, Effect::ReadOnly) => {
+                    examined += 1;
+                    let observer = &self.ops[op].op;
+                    if instance.doomed(&self.state, observer) {
+                        let object = self.objects[op];
+                        let rescued = self.resets_seen.iter().any(|&reset| {
+                            self.objects[reset as usize] == object
+                                && instance.may_rescue(&self.ops[reset as usize].op, observer)
+                        });
+                        if !rescued {
+                            return Some(current.op);
+                        }
+                    }
+                }
+                _ => {}
+            }
+            entry = current.next;
+        }
+        None
+    }
+
+    /// The ordinary WGL step at one entry of the current configuration's list.
+    fn at(&mut self, instance: &mut I, entry: u32, allowance: u64) -> Option<Progress> {
         assert!(
             entry != TAIL,
             "the list ended while ok operations remained to place"
         );
-        let current = list.entries[entry as usize];
-        if current.is_call {
-            let op = current.op as usize;
-            if let Some(next_state) = instance.step(&state, &ops[op].op) {
-                bits[op / 64] |= 1 << (op % 64);
-                bits_hash ^= zobrist[op];
-                let hash = bits_hash ^ hasher.hash_one(&next_state).rotate_left(17);
-                if memo.insert(hash, &bits, &next_state) {
-                    stack.push((entry, std::mem::replace(&mut state, next_state)));
-                    list.lift(entry);
-                    if current.partner != NONE {
-                        remaining_ok -= 1;
-                    }
-                    entry = list.entries[HEAD as usize].next;
-                    continue;
-                }
-                bits[op / 64] &= !(1 << (op % 64));
-                bits_hash ^= zobrist[op];
-            }
-            entry = current.next;
-        } else {
+        let current = self.list.entries[entry as usize];
+        if !current.is_call {
             // A return entry: its operation had to be linearized by now, and was not.
-            if best
-                .as_ref()
-                .is_none_or(|(prefix, _, _)| stack.len() > prefix.len())
-            {
-                let prefix = stack
-                    .iter()
-                    .map(|&(call, _)| list.entries[call as usize].op)
-                    .collect();
-                best = Some((prefix, state.clone(), current.op));
-            }
-            let Some((call, previous_state)) = stack.pop() else {
-                break SearchOutcome::NotLinearizable;
-            };
-            state = previous_state;
-            let undone = list.entries[call as usize];
-            let op = undone.op as usize;
-            bits[op / 64] &= !(1 << (op % 64));
-            bits_hash ^= zobrist[op];
-            list.unlift(call);
-            if undone.partner != NONE {
-                remaining_ok += 1;
-            }
-            entry = undone.next;
+            self.record_best(current.op);
+            self.cursor = Cursor::Backtrack;
+            return None;
         }
-    };
-    budget
-        .memory_in_use
-        .fetch_sub(memory_reported, Ordering::Relaxed);
-    let states_memoised = memo.table.len() as u64;
-    match outcome {
-        SearchOutcome::Linearizable => SearchResult {
-            outcome,
-            linearization: stack
-                .iter()
-                .map(|&(call, _)| list.entries[call as usize].op)
-                .collect(),
-            state,
-            stuck: None,
-            states_memoised,
-            steps,
-        },
-        _ => {
-            let (linearization, state, stuck) = match best {
-                Some((prefix, state, stuck)) => (prefix, state, Some(stuck)),
-                None => (Vec::new(), instance.init(), None),
-            };
-            let stuck = if outcome == SearchOutcome::NotLinearizable {
-                stuck
-            } else {
+        let op = current.op as usize;
+        match instance.step(&self.state, &self.ops[op].op) {
+            Some(next) => self.try_push(instance, entry, next, false, allowance),
+            None => {
+                self.cursor = Cursor::At(current.next);
                 None
+            }
+        }
+    }
+
+    /// Linearizes the operation at `entry`, reaching `next`, unless that configuration was
+    /// explored before.
+    fn try_push(
+        &mut self,
+        instance: &mut I,
+        entry: u32,
+        next: I::State,
+        forced: bool,
+        allowance: u64,
+    ) -> Option<Progress> {
+        let current = self.list.entries[entry as usize];
+        let op = current.op as usize;
+        self.bits[op / 64] ^= 1 << (op % 64);
+        self.bits_hash ^= self.zobrist[op];
+        let hash = self.bits_hash ^ self.hasher.hash_one(&next).rotate_left(17);
+        let seen = self.memo.contains(hash, &self.bits, &next);
+        if !seen && self.memo.bytes_if_grown() + self.fixed_and_path_bytes() > allowance {
+            self.bits[op / 64] ^= 1 << (op % 64);
+            self.bits_hash ^= self.zobrist[op];
+            // Nothing changed: the same step is tried again when the search resumes.
+            self.steps -= 1;
+            return Some(Progress::OutOfMemory);
+        }
+        if seen {
+            self.bits[op / 64] ^= 1 << (op % 64);
+            self.bits_hash ^= self.zobrist[op];
+            self.cursor = if forced {
+                // The only branch of this configuration was explored before and failed.
+                Cursor::Backtrack
+            } else {
+                Cursor::At(current.next)
             };
-            SearchResult {
+            return None;
+        }
+        let extra = instance.state_heap_bytes(&next);
+        self.memo.insert(hash, &self.bits, &next, extra);
+        let changed = next != self.state;
+        let previous = std::mem::replace(&mut self.state, next);
+        self.stack.push(Frame {
+            call: entry,
+            previous,
+            forced,
+        });
+        self.list.lift(entry);
+        if current.partner != NONE {
+            self.remaining_ok -= 1;
+        }
+        self.cursor = Cursor::Enter { changed };
+        None
+    }
+
+    fn fixed_and_path_bytes(&self) -> u64 {
+        self.footprint_bytes() - self.memo.bytes()
+    }
+
+    /// The current configuration failed: undo the step that made it.
+    fn backtrack(&mut self) -> Option<Progress> {
+        let Some(frame) = self.stack.pop() else {
+            return Some(Progress::Done(SearchOutcome::NotLinearizable));
+        };
+        self.state = frame.previous;
+        let undone = self.list.entries[frame.call as usize];
+        let op = undone.op as usize;
+        self.bits[op / 64] ^= 1 << (op % 64);
+        self.bits_hash ^= self.zobrist[op];
+        self.list.unlift(frame.call);
+        if undone.partner != NONE {
+            self.remaining_ok += 1;
+        }
+        self.cursor = if frame.forced {
+            // Rule 2 left the parent no other branch: it failed too.
+            Cursor::Backtrack
+        } else {
+            Cursor::At(undone.next)
+        };
+        None
+    }
+
+    /// Keeps the longest prefix seen before a failure, with the operation that failed it.
+    fn record_best(&mut self, stuck: u32) {
+        if self
+            .best
+            .as_ref()
+            .is_none_or(|(prefix, _, _)| self.stack.len() > prefix.len())
+        {
+            let prefix = self.path();
+            self.best = Some((prefix, self.state.clone(), stuck));
+        }
+    }
+
+    fn path(&self) -> Vec<u32> {
+        self.stack
+            .iter()
+            .map(|frame| self.list.entries[frame.call as usize].op)
+            .collect()
+    }
+
+    /// Ends the search: its outcome (`Unknown(reason)` when it did not finish) and witness,
+    /// and the operations it was given back.
+    pub fn finish(self, instance: &mut I, unfinished: UnknownReason) -> Finished<I> {
+        let outcome = self.outcome.unwrap_or(SearchOutcome::Unknown(unfinished));
+        let states_memoised = self.memo.table.len() as u64;
+        let steps = self.steps;
+        if outcome == SearchOutcome::Linearizable {
+            let result = SearchResult {
                 outcome,
-                linearization,
-                state,
-                stuck,
+                linearization: self.path(),
+                state: self.state,
+                stuck: None,
                 states_memoised,
                 steps,
-            }
+            };
+            return Finished {
+                result,
+                ops: self.ops,
+            };
+        }
+        let (linearization, state, stuck) = match self.best {
+            Some((prefix, state, stuck)) => (prefix, state, Some(stuck)),
+            None => (Vec::new(), instance.init(), None),
+        };
+        let result = SearchResult {
+            outcome,
+            linearization,
+            state,
+            stuck: stuck.filter(|_| outcome == SearchOutcome::NotLinearizable),
+            states_memoised,
+            steps,
+        };
+        Finished {
+            result,
+            ops: self.ops,
         }
     }
 }
 
-fn exhausted(budget: &Budget<'_>, states: u64, memory: u64) -> Option<UnknownReason> {
-    if budget.cancel.load(Ordering::Relaxed) {
-        Some(UnknownReason::Cancelled)
-    } else if budget
-        .deadline
-        .is_some_and(|deadline| Instant::now() >= deadline)
-    {
-        Some(UnknownReason::Timeout)
-    } else if states > budget.max_states {
-        Some(UnknownReason::StateBudget)
-    } else if memory > budget.max_memory_bytes {
-        Some(UnknownReason::MemoryCap)
-    } else {
-        None
+/// A search that ended: its result, and the operations it was given back.
+pub struct Finished<I: ModelInstance> {
+    /// The outcome and the witness.
+    pub result: SearchResult<I::State>,
+    /// The partition's operations.
+    pub ops: Vec<PartitionOp<I::Op>>,
+}
+
+impl<I: ModelInstance> std::fmt::Debug for Finished<I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Finished")
+            .field("outcome", &self.result.outcome)
+            .field("ops", &self.ops.len())
+            .finish()
     }
+}
+
+/// The longest prefix that a search without rule 3 finds within `max_steps` steps, with the
+/// model state after it and the operation that no continuation of it can place.
+///
+/// Rule 3 decides early, from a lookahead, so the prefix it leaves behind is short; this
+/// longer one reads better in a witness. Every failure recorded is of a configuration that
+/// was explored completely, so the statement holds even when the budget runs out.
+pub fn longest_failure<I: ModelInstance>(
+    instance: &mut I,
+    ops: &[PartitionOp<I::Op>],
+    pruning: Pruning,
+    max_steps: u64,
+) -> Option<(Vec<u32>, I::State, u32)> {
+    let pruning = Pruning {
+        doomed_states: false,
+        ..pruning
+    };
+    let mut search = Search::new(instance, ops.to_vec(), pruning);
+    search.run(instance, max_steps, u64::MAX);
+    search.best
+}
+
+/// Runs a whole search with no budget but `max_steps` (for tests and single partitions).
+pub fn search<I: ModelInstance>(
+    instance: &mut I,
+    ops: &[PartitionOp<I::Op>],
+    pruning: Pruning,
+    max_steps: u64,
+) -> SearchResult<I::State> {
+    let mut search = Search::new(instance, ops.to_vec(), pruning);
+    search.run(instance, max_steps, u64::MAX);
+    search.finish(instance, UnknownReason::StateBudget).result
 }

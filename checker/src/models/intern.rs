@@ -12,6 +12,8 @@ pub struct ValueInterner {
     strings: HashMap<String, u32>,
     others: HashMap<String, u32>,
     values: Vec<Value>,
+    /// Bytes of text held by `strings` and `others` (each text twice: key and value).
+    text_bytes: u64,
 }
 
 impl Default for ValueInterner {
@@ -21,6 +23,7 @@ impl Default for ValueInterner {
             strings: HashMap::new(),
             others: HashMap::new(),
             values: vec![Value::Null],
+            text_bytes: 0,
         }
     }
 }
@@ -42,15 +45,45 @@ impl ValueInterner {
                 Some(&id) => id,
                 None => {
                     self.strings.insert(text.clone(), next);
+                    self.text_bytes += 2 * text.len() as u64;
                     next
                 }
             },
-            other => *self.others.entry(other.to_string()).or_insert(next),
+            other => {
+                let text = other.to_string();
+                let length = text.len() as u64;
+                let id = *self.others.entry(text).or_insert(next);
+                if id == next {
+                    self.text_bytes += 2 * length;
+                }
+                id
+            }
         };
         if id == next {
             self.values.push(value.clone());
         }
         id
+    }
+
+    /// Bytes held, roughly from above: the tables' slots and the texts, for the memory cap.
+    pub fn bytes(&self) -> u64 {
+        let slot = std::mem::size_of::<(String, u32)>() as u64 + 1;
+        let slots = (self.integers.capacity() + self.strings.capacity() + self.others.capacity())
+            as u64
+            * slot;
+        slots
+            + self.values.capacity() as u64 * std::mem::size_of::<Value>() as u64
+            + self.text_bytes
+    }
+
+    /// The number of distinct values.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Always false: `null` is always there.
+    pub fn is_empty(&self) -> bool {
+        false
     }
 
     /// The id of a string, allocating one the first time it is seen.

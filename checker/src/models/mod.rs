@@ -21,6 +21,7 @@ pub use register::RegisterModel;
 pub use set::SetModel;
 pub use spec::ModelSpec;
 
+use crate::linear::search::PartitionOp;
 use crate::ops::Operation;
 use serde_json::Value;
 use std::fmt::Debug;
@@ -72,6 +73,18 @@ pub trait Model: Send + Sync {
     fn instance(&self) -> Self::Instance;
 }
 
+/// How an operation changes the state of its object, for the search's pruning rules
+/// (`linear::search`, rules 2 and 3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// It never changes the state (a read).
+    ReadOnly,
+    /// It sets its object's state whatever that state was (a write, a put).
+    Reset,
+    /// Anything else, or not known.
+    Update,
+}
+
 /// A model specialised to one partition: it encodes operations and steps states.
 pub trait ModelInstance: Send {
     /// The model state. Cloned on every step, so keep it small.
@@ -93,6 +106,49 @@ pub trait ModelInstance: Send {
 
     /// A human form of a state, for witnesses and the linearization view.
     fn describe_state(&self, state: &Self::State) -> String;
+
+    /// How `op` changes the state. `Update` (the default) is always safe: it turns rules 2
+    /// and 3 of the search off for the operation.
+    fn effect(&self, _op: &Self::Op) -> Effect {
+        Effect::Update
+    }
+
+    /// The independent part of the state that `op` touches: the key of a kv-single partition.
+    /// Operations on different objects never see each other's effects. Small and dense.
+    fn object(&self, _op: &Self::Op) -> u32 {
+        0
+    }
+
+    /// True only when no sequence of `Update` operations on `observer`'s object can take
+    /// `state` to a state in which `observer` (a `ReadOnly` operation) is legal. `false` (the
+    /// default) is always safe.
+    fn doomed(&mut self, _state: &Self::State, _observer: &Self::Op) -> bool {
+        false
+    }
+
+    /// False only when, after `reset` (a `Reset` operation on `observer`'s object), no
+    /// sequence of `Update` operations can reach a state in which `observer` is legal. `true`
+    /// (the default) is always safe.
+    fn may_rescue(&mut self, _reset: &Self::Op, _observer: &Self::Op) -> bool {
+        true
+    }
+
+    /// For each operation, true when its outcome is unknown (`ret` is `None`) and no other
+    /// operation of the partition could observe its effect, so that it may be linearized
+    /// "never" (rule 1). Every `false` (the default) is always safe.
+    fn unobserved(&mut self, ops: &[PartitionOp<Self::Op>]) -> Vec<bool> {
+        vec![false; ops.len()]
+    }
+
+    /// Heap bytes the instance holds (interners, caches), for the memory cap.
+    fn heap_bytes(&self) -> u64 {
+        0
+    }
+
+    /// Heap bytes one state holds beyond its inline size, for the memory cap.
+    fn state_heap_bytes(&self, _state: &Self::State) -> u64 {
+        0
+    }
 }
 
 /// A 64-bit mix (SplitMix64's finaliser): spreads a key into a well-distributed hash.

@@ -1,7 +1,9 @@
 //! Multi-register transactions (Knossos's multi-register): `txn` of reads and writes on registers.
 
-use super::{show, Model, ModelInstance, PartitionKey, ShapeError, ValueInterner};
+use super::{show, Effect, Model, ModelInstance, PartitionKey, ShapeError, ValueInterner};
+use crate::linear::search::PartitionOp;
 use crate::ops::Operation;
+use hashbrown::HashSet;
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -152,5 +154,43 @@ impl ModelInstance for MultiRegisterInstance {
             })
             .collect();
         format!("{{{}}}", pairs.join(", "))
+    }
+
+    fn effect(&self, op: &Vec<MicroOp>) -> Effect {
+        if op.iter().all(|micro_op| !micro_op.write) {
+            Effect::ReadOnly
+        } else {
+            Effect::Update
+        }
+    }
+
+    /// Rule 1 for registers, per register: a transaction of unknown outcome is unobserved
+    /// when no `ok` transaction reads any value it writes to the register it writes. Each
+    /// register it wrote then holds a value nobody reads until the next write to it, so
+    /// every transaction in between leaves that register unread, and stays legal without it.
+    fn unobserved(&mut self, ops: &[PartitionOp<Vec<MicroOp>>]) -> Vec<bool> {
+        let mut observed: HashSet<(u32, u32)> = HashSet::new();
+        for op in ops.iter().filter(|op| op.ret.is_some()) {
+            for micro_op in op.op.iter().filter(|micro_op| !micro_op.write) {
+                observed.insert((micro_op.key, micro_op.value));
+            }
+        }
+        ops.iter()
+            .map(|op| {
+                op.ret.is_none()
+                    && op
+                        .op
+                        .iter()
+                        .all(|micro_op| !observed.contains(&(micro_op.key, micro_op.value)))
+            })
+            .collect()
+    }
+
+    fn heap_bytes(&self) -> u64 {
+        self.values.bytes()
+    }
+
+    fn state_heap_bytes(&self, state: &Vec<u32>) -> u64 {
+        state.capacity() as u64 * 4
     }
 }

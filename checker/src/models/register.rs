@@ -1,7 +1,11 @@
 //! Register and compare-and-set register models: `read`, `write`, and `cas [expected new]`.
 
-use super::{show, show_key, Model, ModelInstance, PartitionKey, ShapeError, ValueInterner};
+use super::{
+    show, show_key, Effect, Model, ModelInstance, PartitionKey, ShapeError, ValueInterner,
+};
+use crate::linear::search::PartitionOp;
 use crate::ops::Operation;
+use hashbrown::HashSet;
 use serde_json::Value;
 
 /// A single register per key, optionally with compare-and-set.
@@ -40,6 +44,7 @@ impl Model for RegisterModel {
             interner,
             initial,
             cas: self.cas,
+            has_cas: false,
         }
     }
 }
@@ -50,6 +55,9 @@ pub struct RegisterInstance {
     interner: ValueInterner,
     initial: u32,
     cas: bool,
+    /// Whether any compare-and-set was encoded: without one, nothing but a write changes
+    /// the value.
+    has_cas: bool,
 }
 
 /// A register operation with interned values.
@@ -79,10 +87,13 @@ impl ModelInstance for RegisterInstance {
             },
             "write" | "w" | "put" => Ok(Some(RegisterOp::Write(self.interner.intern(&op.input)))),
             "cas" if self.cas => match op.input.as_array().map(Vec::as_slice) {
-                Some([expected, new]) => Ok(Some(RegisterOp::Cas(
-                    self.interner.intern(expected),
-                    self.interner.intern(new),
-                ))),
+                Some([expected, new]) => {
+                    self.has_cas = true;
+                    Ok(Some(RegisterOp::Cas(
+                        self.interner.intern(expected),
+                        self.interner.intern(new),
+                    )))
+                }
                 _ => Err(ShapeError::new(
                     op,
                     false,
@@ -120,5 +131,66 @@ impl ModelInstance for RegisterInstance {
 
     fn describe_state(&self, state: &u32) -> String {
         show(self.interner.value(*state))
+    }
+
+    fn effect(&self, op: &RegisterOp) -> Effect {
+        match op {
+            RegisterOp::Read(_) => Effect::ReadOnly,
+            RegisterOp::Write(_) => Effect::Reset,
+            RegisterOp::Cas(..) => Effect::Update,
+        }
+    }
+
+    /// Without compare-and-set there are no updates, so the value stays as it is until a
+    /// write: a read of anything else is out of reach.
+    fn doomed(&mut self, state: &u32, observer: &RegisterOp) -> bool {
+        match observer {
+            RegisterOp::Read(value) => !self.has_cas && value != state,
+            _ => false,
+        }
+    }
+
+    fn may_rescue(&mut self, reset: &RegisterOp, observer: &RegisterOp) -> bool {
+        match (reset, observer) {
+            (RegisterOp::Write(written), RegisterOp::Read(read)) => self.has_cas || written == read,
+            _ => true,
+        }
+    }
+
+    /// Rule 1 for registers: an operation of unknown outcome that sets value `v` (a write, or
+    /// a compare-and-set to `v`) is unobserved when no `ok` read returned `v` and no
+    /// compare-and-set expects `v`. In a linearization that places it, the register holds
+    /// `v` until the next write or successful compare-and-set; in between, a read would have
+    /// to return `v` and a compare-and-set would have to expect it, and none does, so only
+    /// writes can follow it, and those are legal whatever the register held. Dropping it
+    /// leaves every other operation legal.
+    fn unobserved(&mut self, ops: &[PartitionOp<RegisterOp>]) -> Vec<bool> {
+        let mut observed: HashSet<u32> = HashSet::new();
+        for op in ops {
+            match op.op {
+                RegisterOp::Read(value) if op.ret.is_some() => {
+                    observed.insert(value);
+                }
+                RegisterOp::Cas(expected, _) => {
+                    observed.insert(expected);
+                }
+                _ => {}
+            }
+        }
+        ops.iter()
+            .map(|op| {
+                op.ret.is_none()
+                    && match op.op {
+                        RegisterOp::Write(value) | RegisterOp::Cas(_, value) => {
+                            !observed.contains(&value)
+                        }
+                        RegisterOp::Read(_) => false,
+                    }
+            })
+            .collect()
+    }
+
+    fn heap_bytes(&self) -> u64 {
+        self.interner.bytes()
     }
 }

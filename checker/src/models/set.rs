@@ -1,7 +1,11 @@
 //! Set model: `add` an element, `read` the whole set.
 
-use super::{show, show_key, Model, ModelInstance, PartitionKey, ShapeError, ValueInterner};
+use super::{
+    show, show_key, Effect, Model, ModelInstance, PartitionKey, ShapeError, ValueInterner,
+};
+use crate::linear::search::PartitionOp;
 use crate::ops::Operation;
+use hashbrown::HashSet;
 
 /// A set per key, initially empty. A read returns every element, in any order.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -101,5 +105,48 @@ impl ModelInstance for SetInstance {
             .map(|&id| show(self.elements.value(id)))
             .collect();
         format!("#{{{}}}", items.join(" "))
+    }
+    fn effect(&self, op: &SetOp) -> Effect {
+        match op {
+            SetOp::Read(_) => Effect::ReadOnly,
+            SetOp::Add(_) => Effect::Update,
+        }
+    }
+
+    /// Adds only grow the set, so a read is out of reach unless it holds every element the
+    /// set holds now.
+    fn doomed(&mut self, state: &Vec<u32>, observer: &SetOp) -> bool {
+        match observer {
+            SetOp::Read(elements) => state
+                .iter()
+                .any(|element| elements.binary_search(element).is_err()),
+            SetOp::Add(_) => false,
+        }
+    }
+
+    /// Rule 1 for sets: an add of unknown outcome is unobserved when no `ok` read holds its
+    /// element. Once added, the element stays, so any read placed after it would hold it;
+    /// none does, so nothing but adds can follow it, and adds are legal in any state.
+    fn unobserved(&mut self, ops: &[PartitionOp<SetOp>]) -> Vec<bool> {
+        let mut observed: HashSet<u32> = HashSet::new();
+        for op in ops {
+            if let (SetOp::Read(elements), Some(_)) = (&op.op, op.ret) {
+                observed.extend(elements.iter().copied());
+            }
+        }
+        ops.iter()
+            .map(|op| match op.op {
+                SetOp::Add(element) => op.ret.is_none() && !observed.contains(&element),
+                SetOp::Read(_) => false,
+            })
+            .collect()
+    }
+
+    fn heap_bytes(&self) -> u64 {
+        self.elements.bytes()
+    }
+
+    fn state_heap_bytes(&self, state: &Vec<u32>) -> u64 {
+        state.capacity() as u64 * 4
     }
 }
