@@ -73,7 +73,7 @@ fn every_linearizability_entry_of_the_manifest_gets_its_expected_verdict() {
         "disagreements:\n{}",
         disagreements.join("\n")
     );
-    assert_eq!(checked, 136, "every linearizability entry is checked");
+    assert_eq!(checked, 138, "every linearizability entry is checked");
 }
 
 #[test]

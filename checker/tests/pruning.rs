@@ -450,3 +450,11 @@ fn cases_from_env(default: u32) -> u32 {
         .and_then(|cases| cases.parse().ok())
         .unwrap_or(default)
 }
+
+#[test]
+fn absorbing_wasted_updates_outside_garbage_is_caught() {
+    for kind in [Kind::Register, Kind::Kv] {
+        let found = compare(kind, sabotaged(Sabotage::AbsorbAnywhere), 1500, 14);
+        assert!(found.is_err(), "{kind:?}: the broken rule 4 went unnoticed");
+    }
+}

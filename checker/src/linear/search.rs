@@ -19,11 +19,11 @@
 //! call entry comes before the first return entry left in the list: every operation that
 //! returned before it was called is already linearized.
 //!
-//! 1. **Unobserved operations of unknown outcome are never linearized** (applied before the
-//!    search, by [`ModelInstance::unobserved`]). An `info` write whose value no read returns
-//!    and no compare-and-set expects may be linearized "never": in any linearization that
-//!    places it, the state it sets is overwritten before anything looks at it, so dropping it
-//!    leaves every other operation legal where it was. Each model argues its own case.
+//! 1. **Unobserved operations of unknown outcome are never linearized.** An `info` write
+//!    whose value no read returns and no compare-and-set expects may be linearized "never"
+//!    ([`ModelInstance::unobserved`]): in any linearization that places it, the state it sets
+//!    is replaced before anything looks at it, so dropping it leaves every other operation
+//!    legal where it was. Each model argues its own case.
 //! 2. **Read-only operations are linearized eagerly.** When a callable operation whose
 //!    [`Effect`] is `ReadOnly` is legal in the current state, the search linearizes it there
 //!    and tries nothing else in that configuration. Exchange argument: take any linearization
@@ -41,6 +41,17 @@
 //!    prefix of what `g` read), and that none of those resets leaves a state from which
 //!    updates could ([`ModelInstance::may_rescue`]; for kv: no such put wrote a prefix of what
 //!    `g` read), then no linearization exists from here.
+//! 4. **Wasted updates are absorbed.** When an operation's object holds garbage (a value no
+//!    operation of the partition can observe, [`ModelInstance::garbage`]), and a callable
+//!    operation is unobserved (its own effect is never observed either: a write of a value
+//!    no read returns, an append of a piece no get read), the search linearizes it there and
+//!    tries nothing else. Exchange argument: take a linearization from here that places it
+//!    later, at `q`. Moved to the front, it turns garbage into garbage, which the state treats
+//!    as the same value, so everything up to `q` sees the same states. From `q` on, its
+//!    object held garbage until the next reset in the original order (its effect was
+//!    unobserved, so nothing but resets and updates, which are legal in any state, came
+//!    there), and now holds what it held before `q`; resets and updates stay legal, so the
+//!    order is still a linearization.
 //!
 //! Each rule has a property test against a brute-force oracle (`checker/tests/`) that fails
 //! when the rule is broken on purpose ([`Sabotage`]).
@@ -117,6 +128,8 @@ pub enum Sabotage {
     EagerAnyOperation,
     /// Rule 3 ignores resets: it judges observers that a write could still precede.
     DoomIgnoringResets,
+    /// Rule 4 absorbs wasted updates whatever their object holds, garbage or not.
+    AbsorbAnywhere,
 }
 
 /// Switches for the pruning rules (all on by default).
@@ -128,6 +141,8 @@ pub struct Pruning {
     pub eager_reads: bool,
     /// Rule 3: doomed states are abandoned.
     pub doomed_states: bool,
+    /// Rule 4: wasted updates are absorbed eagerly into garbage.
+    pub absorb_wasted: bool,
     /// A rule broken on purpose (tests only).
     #[doc(hidden)]
     pub sabotage: Option<Sabotage>,
@@ -139,6 +154,7 @@ impl Default for Pruning {
             unobserved: true,
             eager_reads: true,
             doomed_states: true,
+            absorb_wasted: true,
             sabotage: None,
         }
     }
@@ -151,6 +167,7 @@ impl Pruning {
             unobserved: false,
             eager_reads: false,
             doomed_states: false,
+            absorb_wasted: false,
             sabotage: None,
         }
     }
@@ -392,6 +409,8 @@ struct Frame<State> {
 /// A search over one partition, resumable between calls of [`Search::run`].
 pub struct Search<I: ModelInstance> {
     ops: Vec<PartitionOp<I::Op>>,
+    /// Per operation: the model says nothing could observe its effect (rules 1 and 4).
+    unobserved: Vec<bool>,
     effects: Vec<Effect>,
     objects: Vec<u32>,
     pruning: Pruning,
@@ -428,17 +447,19 @@ impl<I: ModelInstance> std::fmt::Debug for Search<I> {
 impl<I: ModelInstance> Search<I> {
     /// Prepares a search of `ops` from the model's initial state.
     pub fn new(instance: &mut I, ops: Vec<PartitionOp<I::Op>>, pruning: Pruning) -> Self {
-        let keep: Vec<bool> = if pruning.unobserved {
-            let unobserved = match pruning.sabotage {
-                Some(Sabotage::DropObservedUnknown) => {
-                    ops.iter().map(|op| op.ret.is_none()).collect()
-                }
-                _ => instance.unobserved(&ops),
-            };
-            unobserved.iter().map(|&dropped| !dropped).collect()
-        } else {
-            vec![true; ops.len()]
-        };
+        instance.prepare(&ops);
+        let unobserved: Vec<bool> = ops.iter().map(|op| instance.unobserved(&op.op)).collect();
+        let keep: Vec<bool> = ops
+            .iter()
+            .zip(&unobserved)
+            .map(|(op, &unobserved)| {
+                let drop = match pruning.sabotage {
+                    Some(Sabotage::DropObservedUnknown) => op.ret.is_none(),
+                    _ => op.ret.is_none() && unobserved,
+                };
+                !(pruning.unobserved && drop)
+            })
+            .collect();
         let dropped = keep.iter().filter(|&&kept| !kept).count();
         let list = EntryList::new(&ops, &keep);
         let words = ops.len().div_ceil(64).max(1);
@@ -452,6 +473,7 @@ impl<I: ModelInstance> Search<I> {
         let zobrist = (0..ops.len() as u64).map(mix64).collect();
         Search {
             ops,
+            unobserved,
             effects,
             objects,
             pruning,
@@ -499,6 +521,7 @@ impl<I: ModelInstance> Search<I> {
     /// model instance's own bytes are the caller's to add.
     pub fn footprint_bytes(&self) -> u64 {
         let fixed = self.ops.capacity() * std::mem::size_of::<PartitionOp<I::Op>>()
+            + self.unobserved.capacity()
             + self.list.entries.capacity() * std::mem::size_of::<Entry>()
             + self.zobrist.capacity() * 8
             + self.bits.capacity() * 8
@@ -556,7 +579,13 @@ impl<I: ModelInstance> Search<I> {
                 let op = current.op as usize;
                 let eager = match self.pruning.sabotage {
                     Some(Sabotage::EagerAnyOperation) => true,
-                    _ => self.effects[op] == Effect::ReadOnly,
+                    Some(Sabotage::AbsorbAnywhere) if self.unobserved[op] => true,
+                    _ => {
+                        self.effects[op] == Effect::ReadOnly
+                            || (self.pruning.absorb_wasted
+                                && self.unobserved[op]
+                                && instance.garbage(&self.state, &self.ops[op].op))
+                    }
                 };
                 if eager {
                     if let Some(next) = instance.step(&self.state, &self.ops[op].op) {

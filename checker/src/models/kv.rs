@@ -6,13 +6,20 @@
 //! a polynomial hash of its whole string; equal strings reached by different pieces are
 //! different nodes, which only makes the memo table finer (never unsound), and every
 //! equality that decides a verdict is confirmed character by character.
+//!
+//! **Garbage strings.** A key's string that is not a prefix of anything an `ok` get of that key
+//! returned can never be read: appends only lengthen it, so no later string built on it is read
+//! either, until a put replaces it. All such strings behave alike in every future (gets fail,
+//! appends keep them garbage, a put replaces them), so the state compares them as equal: the
+//! search then memoises one configuration where it had one per ordering of the appends that
+//! a put will wipe out. The real string is kept beside, for witnesses.
 
 use super::{
     show, show_key, Effect, Model, ModelInstance, PartitionKey, ShapeError, ValueInterner,
 };
 use crate::linear::search::PartitionOp;
 use crate::ops::Operation;
-use hashbrown::HashMap;
+use hashbrown::{HashMap, HashSet};
 use smallvec::SmallVec;
 use std::hash::{Hash, Hasher};
 
@@ -62,12 +69,25 @@ impl Model for KvModel {
             children: HashMap::new(),
             keys: HashMap::new(),
             key_names: Vec::new(),
+            read_prefixes: HashSet::new(),
+            unobserved_pieces: HashSet::new(),
         }
     }
 }
 
 /// The root of the trie: the empty string.
 const ROOT: u32 = 0;
+/// Set on a key's node in a state when its string is garbage (see the module doc).
+const GARBAGE: u32 = 1 << 31;
+
+/// The node as states compare it: every garbage string is the same.
+fn canonical(node: u32) -> u32 {
+    if node & GARBAGE != 0 {
+        GARBAGE
+    } else {
+        node
+    }
+}
 /// The base of the polynomial string hash (odd, so multiplication is invertible mod 2^64).
 const BASE: u64 = 0x100_0000_01b3;
 
@@ -104,6 +124,10 @@ pub struct KvInstance {
     children: HashMap<(u32, u32), u32>,
     keys: HashMap<String, u16>,
     key_names: Vec<String>,
+    /// `(key, length, hash)` of every prefix of every string an `ok` get returned.
+    read_prefixes: HashSet<(u16, u32, u64)>,
+    /// `(key, piece, is_put)` of every append and put whose effect no get observes.
+    unobserved_pieces: HashSet<(u16, u32, bool)>,
 }
 
 /// A kv operation on key number `key`. Values are piece ids.
@@ -145,8 +169,8 @@ impl KvOp {
 /// The nodes sit inline for up to 16 keys, so a step copies a few cache lines and never
 /// allocates, and the hash is updated in O(1) when one key changes (Zobrist hashing).
 ///
-/// Invariant: `hash` is the XOR of `slot_hash(key, values[key])` over every key whose node
-/// is not the root.
+/// Invariant: `hash` is the XOR of `slot_hash(key, canonical(values[key]))` over every key
+/// whose node is not the root; equality compares the canonical nodes.
 #[derive(Debug)]
 pub struct KvState {
     hash: u64,
@@ -165,7 +189,13 @@ impl Clone for KvState {
 
 impl PartialEq for KvState {
     fn eq(&self, other: &Self) -> bool {
-        self.hash == other.hash && self.values == other.values
+        self.hash == other.hash
+            && self.values.len() == other.values.len()
+            && self
+                .values
+                .iter()
+                .zip(&other.values)
+                .all(|(&a, &b)| canonical(a) == canonical(b))
     }
 }
 
@@ -224,8 +254,8 @@ impl KvInstance {
         Ok(id)
     }
 
-    /// Interns a piece and, for a string a `get` returned, its prefix hashes.
-    fn piece(&mut self, op: &Operation, read: bool) -> Result<u32, ShapeError> {
+    /// Interns a piece and, for a string a `get` of `key` returned, its prefix hashes.
+    fn piece(&mut self, op: &Operation, key: u16, read: bool) -> Result<u32, ShapeError> {
         let value = if read {
             op.output.as_ref()
         } else {
@@ -266,11 +296,28 @@ impl KvInstance {
             }
             self.piece_info[id as usize].prefix = prefix;
         }
+        if read && op.output.is_some() {
+            for (length, &hash) in self.piece_info[id as usize].prefix.iter().enumerate() {
+                let length = u32::try_from(length).expect("kv strings shorter than 4 GiB");
+                self.read_prefixes.insert((key, length, hash));
+            }
+        }
         Ok(id)
     }
 
-    /// The node of `node`'s string followed by `piece`.
-    fn child(&mut self, node: u32, piece: u32) -> u32 {
+    /// The node of `node`'s string followed by `piece`, marked as garbage when no get of
+    /// `key` read a string that starts with it.
+    fn child(&mut self, key: u16, node: u32, piece: u32) -> u32 {
+        let child = self.untagged_child(node & !GARBAGE, piece);
+        let Node { len, hash, .. } = self.nodes[child as usize];
+        if node & GARBAGE != 0 || !self.read_prefixes.contains(&(key, len, hash)) {
+            child | GARBAGE
+        } else {
+            child
+        }
+    }
+
+    fn untagged_child(&mut self, node: u32, piece: u32) -> u32 {
         if piece == self.empty_piece {
             return node;
         }
@@ -279,7 +326,10 @@ impl KvInstance {
         }
         let parent = self.nodes[node as usize];
         let info = &self.piece_info[piece as usize];
-        let child = u32::try_from(self.nodes.len()).expect("fewer than 2^32 kv strings");
+        let child = u32::try_from(self.nodes.len())
+            .ok()
+            .filter(|&child| child < GARBAGE)
+            .expect("fewer than 2^31 kv strings");
         let len = parent.len as usize + self.pieces.text(piece).len();
         self.nodes.push(Node {
             parent: node,
@@ -293,6 +343,9 @@ impl KvInstance {
 
     /// Whether `node`'s string equals the string of piece `read`, confirmed byte by byte.
     fn equals(&self, node: u32, read: u32) -> bool {
+        if node & GARBAGE != 0 {
+            return false;
+        }
         let target = self.pieces.text(read).as_bytes();
         let info = &self.piece_info[read as usize];
         let whole = self.nodes[node as usize];
@@ -316,7 +369,7 @@ impl KvInstance {
     /// The string of a node.
     fn text(&self, node: u32) -> String {
         let mut pieces = Vec::new();
-        let mut at = node;
+        let mut at = node & !GARBAGE;
         while at != ROOT {
             pieces.push(self.nodes[at as usize].piece);
             at = self.nodes[at as usize].parent;
@@ -330,12 +383,12 @@ impl KvInstance {
 
     fn set(&self, state: &KvState, key: u16, node: u32) -> KvState {
         let mut next = state.clone();
-        let old = next.values[key as usize];
+        let old = canonical(next.values[key as usize]);
         if old != ROOT {
             next.hash ^= slot_hash(key, old);
         }
-        if node != ROOT {
-            next.hash ^= slot_hash(key, node);
+        if canonical(node) != ROOT {
+            next.hash ^= slot_hash(key, canonical(node));
         }
         next.values[key as usize] = node;
         next
@@ -353,16 +406,16 @@ impl ModelInstance for KvInstance {
                 None => Ok(None),
                 Some(_) => Ok(Some(KvOp::Get {
                     key,
-                    value: self.piece(op, true)?,
+                    value: self.piece(op, key, true)?,
                 })),
             },
             "put" | "write" => Ok(Some(KvOp::Put {
                 key,
-                value: self.piece(op, false)?,
+                value: self.piece(op, key, false)?,
             })),
             "append" => Ok(Some(KvOp::Append {
                 key,
-                value: self.piece(op, false)?,
+                value: self.piece(op, key, false)?,
             })),
             other => Err(ShapeError::new(
                 op,
@@ -386,11 +439,11 @@ impl ModelInstance for KvInstance {
                 .equals(state.values[key as usize], value)
                 .then(|| state.clone()),
             KvOp::Put { key, value } => {
-                let node = self.child(ROOT, value);
+                let node = self.child(key, ROOT, value);
                 Some(self.set(state, key, node))
             }
             KvOp::Append { key, value } => {
-                let node = self.child(state.values[key as usize], value);
+                let node = self.child(key, state.values[key as usize], value);
                 Some(self.set(state, key, node))
             }
         }
@@ -401,7 +454,7 @@ impl ModelInstance for KvInstance {
             .values
             .iter()
             .enumerate()
-            .filter(|&(_, &node)| node != ROOT)
+            .filter(|&(_, &node)| canonical(node) != ROOT)
             .map(|(key, &node)| format!("{}: {:?}", self.key_names[key], self.text(node)))
             .collect();
         format!("{{{}}}", pairs.join(", "))
@@ -426,7 +479,11 @@ impl ModelInstance for KvInstance {
         let KvOp::Get { key, value } = *observer else {
             return false;
         };
-        let node = self.nodes[state.values[key as usize] as usize];
+        let node = state.values[key as usize];
+        if node & GARBAGE != 0 {
+            return true;
+        }
+        let node = self.nodes[node as usize];
         let prefix = &self.piece_info[value as usize].prefix;
         match prefix.get(node.len as usize) {
             Some(&hash) => hash != node.hash,
@@ -449,14 +506,7 @@ impl ModelInstance for KvInstance {
         }
     }
 
-    /// Rule 1 for kv. An append of unknown outcome is unobserved when its piece is empty (it
-    /// changes nothing) or no `ok` get of its key returned a string containing the piece:
-    /// once appended, the piece stays in the string, appends only add after it, until a put;
-    /// so a get placed in between would contain it, and none does. Only appends and puts
-    /// can come before that put, and both are legal in any state. A put of unknown outcome
-    /// is unobserved when its string is not empty and no `ok` get of its key returned a
-    /// string that starts with it, by the same argument.
-    fn unobserved(&mut self, ops: &[PartitionOp<KvOp>]) -> Vec<bool> {
+    fn prepare(&mut self, ops: &[PartitionOp<KvOp>]) {
         let mut reads: HashMap<u16, Vec<u32>> = HashMap::new();
         for op in ops {
             if let (KvOp::Get { key, value }, Some(_)) = (op.op, op.ret) {
@@ -468,31 +518,45 @@ impl ModelInstance for KvInstance {
             values.dedup();
         }
         let none = Vec::new();
-        ops.iter()
-            .map(|op| {
-                if op.ret.is_some() {
-                    return false;
-                }
-                let seen = reads.get(&op.op.key()).unwrap_or(&none);
-                match op.op {
-                    KvOp::Append { value, .. } => {
-                        let piece = self.pieces.text(value);
-                        piece.is_empty()
-                            || !seen
-                                .iter()
-                                .any(|&read| self.pieces.text(read).contains(piece))
-                    }
-                    KvOp::Put { value, .. } => {
-                        let piece = self.pieces.text(value);
-                        !piece.is_empty()
-                            && !seen
-                                .iter()
-                                .any(|&read| self.pieces.text(read).starts_with(piece))
-                    }
-                    KvOp::Get { .. } => false,
-                }
-            })
-            .collect()
+        for op in ops {
+            let (key, piece, is_put) = match op.op {
+                KvOp::Append { key, value } => (key, value, false),
+                KvOp::Put { key, value } => (key, value, true),
+                KvOp::Get { .. } => continue,
+            };
+            let text = self.pieces.text(piece);
+            let seen = reads.get(&key).unwrap_or(&none).iter();
+            let unobserved = if is_put {
+                !text.is_empty()
+                    && !seen
+                        .map(|&r| self.pieces.text(r))
+                        .any(|r| r.starts_with(text))
+            } else {
+                text.is_empty() || !seen.map(|&r| self.pieces.text(r)).any(|r| r.contains(text))
+            };
+            if unobserved {
+                self.unobserved_pieces.insert((key, piece, is_put));
+            }
+        }
+    }
+
+    /// An append is unobserved when its piece is empty (it changes nothing) or no `ok` get of
+    /// its key returned a string containing the piece: once appended, the piece stays in the
+    /// string, appends only add after it, until a put; so a get placed in between would
+    /// contain it, and none does. Only appends and puts can come before that put, and both
+    /// are legal in any state. A put is unobserved when its string is not empty and no `ok`
+    /// get of its key returned a string that starts with it, by the same argument. Rule 1:
+    /// one of unknown outcome may be dropped. Rule 4: on garbage it changes nothing.
+    fn unobserved(&self, op: &KvOp) -> bool {
+        match *op {
+            KvOp::Append { key, value } => self.unobserved_pieces.contains(&(key, value, false)),
+            KvOp::Put { key, value } => self.unobserved_pieces.contains(&(key, value, true)),
+            KvOp::Get { .. } => false,
+        }
+    }
+
+    fn garbage(&self, state: &KvState, op: &KvOp) -> bool {
+        state.values[op.key() as usize] & GARBAGE != 0
     }
 
     fn heap_bytes(&self) -> u64 {
@@ -506,7 +570,9 @@ impl ModelInstance for KvInstance {
             + (self.piece_info.capacity() * std::mem::size_of::<PieceInfo>()
                 + prefixes
                 + self.nodes.capacity() * std::mem::size_of::<Node>()
-                + self.children.capacity() * child_slot) as u64
+                + self.children.capacity() * child_slot
+                + self.read_prefixes.capacity() * (std::mem::size_of::<(u16, u32, u64)>() + 1)
+                + self.unobserved_pieces.capacity() * 13) as u64
     }
 }
 

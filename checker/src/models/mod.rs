@@ -133,11 +133,23 @@ pub trait ModelInstance: Send {
         true
     }
 
-    /// For each operation, true when its outcome is unknown (`ret` is `None`) and no other
-    /// operation of the partition could observe its effect, so that it may be linearized
-    /// "never" (rule 1). Every `false` (the default) is always safe.
-    fn unobserved(&mut self, ops: &[PartitionOp<Self::Op>]) -> Vec<bool> {
-        vec![false; ops.len()]
+    /// Called once with every operation of the partition before the search starts, so that
+    /// the model can learn what the operations observe (for [`ModelInstance::unobserved`] and
+    /// [`ModelInstance::garbage`]).
+    fn prepare(&mut self, _ops: &[PartitionOp<Self::Op>]) {}
+
+    /// True when no operation of the partition could ever observe `op`'s effect: an `info`
+    /// one may then be linearized "never" (rule 1), and an `ok` one is wasted wherever its
+    /// object holds garbage (rule 4). `false` (the default) is always safe.
+    fn unobserved(&self, _op: &Self::Op) -> bool {
+        false
+    }
+
+    /// True when the object `op` touches holds, in `state`, a value that no operation of the
+    /// partition can observe, so that every such value behaves alike from here on (the
+    /// state's equality treats them as one). `false` (the default) is always safe.
+    fn garbage(&self, _state: &Self::State, _op: &Self::Op) -> bool {
+        false
     }
 
     /// Heap bytes the instance holds (interners, caches), for the memory cap.

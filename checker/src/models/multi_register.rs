@@ -36,6 +36,7 @@ impl Model for MultiRegisterModel {
             keys: HashMap::new(),
             key_names: Vec::new(),
             initial,
+            observed: HashSet::new(),
         }
     }
 }
@@ -58,6 +59,8 @@ pub struct MultiRegisterInstance {
     keys: HashMap<String, u32>,
     key_names: Vec<String>,
     initial: u32,
+    /// `(register, value)` pairs some `ok` transaction read (`prepare`).
+    observed: HashSet<(u32, u32)>,
 }
 
 impl MultiRegisterInstance {
@@ -164,30 +167,27 @@ impl ModelInstance for MultiRegisterInstance {
         }
     }
 
-    /// Rule 1 for registers, per register: a transaction of unknown outcome is unobserved
-    /// when no `ok` transaction reads any value it writes to the register it writes. Each
-    /// register it wrote then holds a value nobody reads until the next write to it, so
-    /// every transaction in between leaves that register unread, and stays legal without it.
-    fn unobserved(&mut self, ops: &[PartitionOp<Vec<MicroOp>>]) -> Vec<bool> {
-        let mut observed: HashSet<(u32, u32)> = HashSet::new();
+    fn prepare(&mut self, ops: &[PartitionOp<Vec<MicroOp>>]) {
         for op in ops.iter().filter(|op| op.ret.is_some()) {
             for micro_op in op.op.iter().filter(|micro_op| !micro_op.write) {
-                observed.insert((micro_op.key, micro_op.value));
+                self.observed.insert((micro_op.key, micro_op.value));
             }
         }
-        ops.iter()
-            .map(|op| {
-                op.ret.is_none()
-                    && op
-                        .op
-                        .iter()
-                        .all(|micro_op| !observed.contains(&(micro_op.key, micro_op.value)))
-            })
-            .collect()
+    }
+
+    /// Rule 1 for registers, per register: a transaction is unobserved when no `ok`
+    /// transaction reads any value it writes to the register it writes (of one of unknown
+    /// outcome only its writes are kept). Each register it wrote then holds a value nobody
+    /// reads until the next write to it, so every transaction in between leaves that
+    /// register unread, and stays legal without it.
+    fn unobserved(&self, op: &Vec<MicroOp>) -> bool {
+        op.iter().all(|micro_op| {
+            micro_op.write && !self.observed.contains(&(micro_op.key, micro_op.value))
+        })
     }
 
     fn heap_bytes(&self) -> u64 {
-        self.values.bytes()
+        self.values.bytes() + self.observed.capacity() as u64 * 9
     }
 
     fn state_heap_bytes(&self, state: &Vec<u32>) -> u64 {

@@ -45,6 +45,7 @@ impl Model for RegisterModel {
             initial,
             cas: self.cas,
             has_cas: false,
+            observed: HashSet::new(),
         }
     }
 }
@@ -58,6 +59,41 @@ pub struct RegisterInstance {
     /// Whether any compare-and-set was encoded: without one, nothing but a write changes
     /// the value.
     has_cas: bool,
+    /// Values that some `ok` read returned or some compare-and-set expects (`prepare`).
+    observed: HashSet<u32>,
+}
+
+/// Set on a state's value when no operation of the partition can observe it (garbage).
+const GARBAGE: u32 = 1 << 31;
+
+/// The register's value, marked when it is garbage: no `ok` read returns it and no
+/// compare-and-set expects it, so that all such values behave alike from here on (reads and
+/// compare-and-sets fail, writes replace them). Equality and hashing treat them as one value.
+#[derive(Clone, Copy, Debug)]
+pub struct RegisterState(u32);
+
+impl RegisterState {
+    fn canonical(self) -> u32 {
+        if self.0 & GARBAGE != 0 {
+            GARBAGE
+        } else {
+            self.0
+        }
+    }
+}
+
+impl PartialEq for RegisterState {
+    fn eq(&self, other: &Self) -> bool {
+        self.canonical() == other.canonical()
+    }
+}
+
+impl Eq for RegisterState {}
+
+impl std::hash::Hash for RegisterState {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.canonical().hash(state);
+    }
 }
 
 /// A register operation with interned values.
@@ -71,8 +107,20 @@ pub enum RegisterOp {
     Cas(u32, u32),
 }
 
+impl RegisterInstance {
+    /// The state holding `value`, marked when it is garbage.
+    fn holding(&self, value: u32) -> RegisterState {
+        assert!(value < GARBAGE, "fewer than 2^31 distinct register values");
+        if self.observed.contains(&value) {
+            RegisterState(value)
+        } else {
+            RegisterState(value | GARBAGE)
+        }
+    }
+}
+
 impl ModelInstance for RegisterInstance {
-    type State = u32;
+    type State = RegisterState;
     type Op = RegisterOp;
 
     fn encode(&mut self, op: &Operation) -> Result<Option<RegisterOp>, ShapeError> {
@@ -117,20 +165,21 @@ impl ModelInstance for RegisterInstance {
         }
     }
 
-    fn init(&mut self) -> u32 {
-        self.initial
+    fn init(&mut self) -> RegisterState {
+        self.holding(self.initial)
     }
 
-    fn step(&mut self, state: &u32, op: &RegisterOp) -> Option<u32> {
+    fn step(&mut self, state: &RegisterState, op: &RegisterOp) -> Option<RegisterState> {
+        // Values read or expected are never garbage, so comparing the marked value is exact.
         match *op {
-            RegisterOp::Read(value) => (value == *state).then_some(*state),
-            RegisterOp::Write(value) => Some(value),
-            RegisterOp::Cas(expected, new) => (expected == *state).then_some(new),
+            RegisterOp::Read(value) => (value == state.0).then_some(*state),
+            RegisterOp::Write(value) => Some(self.holding(value)),
+            RegisterOp::Cas(expected, new) => (expected == state.0).then(|| self.holding(new)),
         }
     }
 
-    fn describe_state(&self, state: &u32) -> String {
-        show(self.interner.value(*state))
+    fn describe_state(&self, state: &RegisterState) -> String {
+        show(self.interner.value(state.0 & !GARBAGE))
     }
 
     fn effect(&self, op: &RegisterOp) -> Effect {
@@ -143,9 +192,9 @@ impl ModelInstance for RegisterInstance {
 
     /// Without compare-and-set there are no updates, so the value stays as it is until a
     /// write: a read of anything else is out of reach.
-    fn doomed(&mut self, state: &u32, observer: &RegisterOp) -> bool {
+    fn doomed(&mut self, state: &RegisterState, observer: &RegisterOp) -> bool {
         match observer {
-            RegisterOp::Read(value) => !self.has_cas && value != state,
+            RegisterOp::Read(value) => !self.has_cas && *value != state.0,
             _ => false,
         }
     }
@@ -157,40 +206,38 @@ impl ModelInstance for RegisterInstance {
         }
     }
 
-    /// Rule 1 for registers: an operation of unknown outcome that sets value `v` (a write, or
-    /// a compare-and-set to `v`) is unobserved when no `ok` read returned `v` and no
-    /// compare-and-set expects `v`. In a linearization that places it, the register holds
-    /// `v` until the next write or successful compare-and-set; in between, a read would have
-    /// to return `v` and a compare-and-set would have to expect it, and none does, so only
-    /// writes can follow it, and those are legal whatever the register held. Dropping it
-    /// leaves every other operation legal.
-    fn unobserved(&mut self, ops: &[PartitionOp<RegisterOp>]) -> Vec<bool> {
-        let mut observed: HashSet<u32> = HashSet::new();
+    fn prepare(&mut self, ops: &[PartitionOp<RegisterOp>]) {
         for op in ops {
             match op.op {
                 RegisterOp::Read(value) if op.ret.is_some() => {
-                    observed.insert(value);
+                    self.observed.insert(value);
                 }
                 RegisterOp::Cas(expected, _) => {
-                    observed.insert(expected);
+                    self.observed.insert(expected);
                 }
                 _ => {}
             }
         }
-        ops.iter()
-            .map(|op| {
-                op.ret.is_none()
-                    && match op.op {
-                        RegisterOp::Write(value) | RegisterOp::Cas(_, value) => {
-                            !observed.contains(&value)
-                        }
-                        RegisterOp::Read(_) => false,
-                    }
-            })
-            .collect()
+    }
+
+    /// An operation that sets value `v` (a write, or a compare-and-set to `v`) is unobserved
+    /// when no `ok` read returned `v` and no compare-and-set expects `v`. Wherever it is
+    /// placed, the register holds `v` until the next write or compare-and-set; in between, a
+    /// read would have to return `v` and a compare-and-set would have to expect it, and none
+    /// does, so only writes can follow it, and those are legal whatever the register held.
+    /// Rule 1: one of unknown outcome may be dropped. Rule 4: on garbage it changes nothing.
+    fn unobserved(&self, op: &RegisterOp) -> bool {
+        match op {
+            RegisterOp::Write(value) | RegisterOp::Cas(_, value) => !self.observed.contains(value),
+            RegisterOp::Read(_) => false,
+        }
+    }
+
+    fn garbage(&self, state: &RegisterState, _op: &RegisterOp) -> bool {
+        state.0 & GARBAGE != 0
     }
 
     fn heap_bytes(&self) -> u64 {
-        self.interner.bytes()
+        self.interner.bytes() + self.observed.capacity() as u64 * 5
     }
 }

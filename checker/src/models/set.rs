@@ -25,6 +25,7 @@ impl Model for SetModel {
     fn instance(&self) -> SetInstance {
         SetInstance {
             elements: ValueInterner::default(),
+            observed: HashSet::new(),
         }
     }
 }
@@ -33,6 +34,8 @@ impl Model for SetModel {
 #[derive(Debug)]
 pub struct SetInstance {
     elements: ValueInterner,
+    /// Elements some `ok` read holds (`prepare`).
+    observed: HashSet<u32>,
 }
 
 /// A set operation.
@@ -124,26 +127,27 @@ impl ModelInstance for SetInstance {
         }
     }
 
-    /// Rule 1 for sets: an add of unknown outcome is unobserved when no `ok` read holds its
-    /// element. Once added, the element stays, so any read placed after it would hold it;
-    /// none does, so nothing but adds can follow it, and adds are legal in any state.
-    fn unobserved(&mut self, ops: &[PartitionOp<SetOp>]) -> Vec<bool> {
-        let mut observed: HashSet<u32> = HashSet::new();
+    fn prepare(&mut self, ops: &[PartitionOp<SetOp>]) {
         for op in ops {
             if let (SetOp::Read(elements), Some(_)) = (&op.op, op.ret) {
-                observed.extend(elements.iter().copied());
+                self.observed.extend(elements.iter().copied());
             }
         }
-        ops.iter()
-            .map(|op| match op.op {
-                SetOp::Add(element) => op.ret.is_none() && !observed.contains(&element),
-                SetOp::Read(_) => false,
-            })
-            .collect()
+    }
+
+    /// An add is unobserved when no `ok` read holds its element. Once added, the element
+    /// stays, so any read placed after it would hold it; none does, so nothing but adds can
+    /// follow it, and adds are legal in any state. Rule 1: one of unknown outcome may be
+    /// dropped.
+    fn unobserved(&self, op: &SetOp) -> bool {
+        match op {
+            SetOp::Add(element) => !self.observed.contains(element),
+            SetOp::Read(_) => false,
+        }
     }
 
     fn heap_bytes(&self) -> u64 {
-        self.elements.bytes()
+        self.elements.bytes() + self.observed.capacity() as u64 * 5
     }
 
     fn state_heap_bytes(&self, state: &Vec<u32>) -> u64 {

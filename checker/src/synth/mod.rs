@@ -1,11 +1,13 @@
 //! Synthetic register histories that are linearizable by construction, for benchmarks and
-//! property tests.
+//! property tests; [`hard`] makes the shapes that are hard for a linearizability search.
 //!
 //! Every operation gets a real-time interval and a linearization point inside it; applying
 //! the operations in the order of their points to a register per key gives each read its
 //! value and each cas its outcome. Some operations end `info`: half of those took effect
 //! (at their point), half never did. The result is a valid history; mutating one read's
 //! value to one never written makes it invalid.
+
+pub mod hard;
 
 use crate::history::{Event, EventType, History, Process};
 use rand::{Rng, SeedableRng};
