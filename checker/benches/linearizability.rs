@@ -129,11 +129,118 @@ fn run_child(case: &str) {
     let started = Instant::now();
     let report = check_file(Path::new(path), &options).expect("checkable");
     let elapsed = started.elapsed();
+    let check_ms = report
+        .linearizability
+        .as_ref()
+        .map_or(f64::NAN, |linear| linear.elapsed_ms);
     println!(
-        "{case} {} {:.1} {:.1}",
+        "{case} {} {:.1} {:.1} {check_ms:.2}",
         report.verdict,
         ms(elapsed),
         support::peak_rss_mib()
+    );
+}
+
+/// One file checked in a fresh process `rounds` times: the verdict, the median of the check
+/// alone, the median of the whole process (spawn to exit, as a user's `helios check` would
+/// take), and the largest peak RSS.
+struct Figures {
+    verdict: String,
+    check_ms: f64,
+    process_ms: f64,
+    peak_rss_mib: f64,
+}
+
+fn figures(path: &Path, model: &str, rounds: usize) -> Figures {
+    let mut checks = Vec::with_capacity(rounds);
+    let mut processes = Vec::with_capacity(rounds);
+    let mut verdict = String::new();
+    let mut peak = 0f64;
+    for _ in 0..rounds {
+        let started = Instant::now();
+        let line = child("hard", &format!("{}|{model}", path.display()));
+        processes.push(ms(started.elapsed()));
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        verdict = fields[1].to_string();
+        peak = peak.max(fields[3].parse().unwrap_or(f64::NAN));
+        checks.push(fields[4].parse::<f64>().unwrap_or(f64::NAN));
+    }
+    let median = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    Figures {
+        verdict,
+        check_ms: median(checks),
+        process_ms: median(processes),
+        peak_rss_mib: peak,
+    }
+}
+
+/// The hard histories: Porcupine's c50 pair, its hard keys alone, and the generated files,
+/// each beside the Porcupine figures measured on this machine kind (issue "The checker's
+/// worst case"; the generated files have none yet).
+fn hard_histories() {
+    const ROUNDS: usize = 5;
+    println!("hard histories (median of {ROUNDS} fresh processes each; check alone / whole process / peak RSS):");
+    let kv = histories().join("porcupine-kv");
+    let cases: Vec<(PathBuf, &str, &str)> = vec![
+        (
+            kv.join("c50-ok.txt"),
+            "kv",
+            "Porcupine: 99 ms check; goal <= 35 ms",
+        ),
+        (
+            kv.join("c50-bad.txt"),
+            "kv",
+            "Porcupine: 17-47 ms check, 47 ms / 14 MiB whole; goal <= 50 ms and 50 MB whole",
+        ),
+    ];
+    for (path, model, reference) in &cases {
+        print_figures(path, model, ROUNDS, reference);
+    }
+    let folder = std::env::temp_dir().join("helios-bench-keys");
+    std::fs::create_dir_all(&folder).expect("temp folder");
+    let bad = std::fs::read_to_string(kv.join("c50-bad.txt")).expect("c50-bad");
+    for (key, reference) in [
+        ("5", "Porcupine: 6.9 s"),
+        ("7", "Porcupine: 7.3 s"),
+        ("8", "Porcupine: 0.35 s"),
+        ("0", "Porcupine: killed at 30 s, 5.8 GB"),
+        ("9", "Porcupine: killed at 30 s, 5.8 GB"),
+    ] {
+        let needle = format!(":key \"{key}\"");
+        let lines: String = bad
+            .lines()
+            .filter(|line| line.contains(&needle))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let path = folder.join(format!("c50-bad-key-{key}.txt"));
+        std::fs::write(&path, lines).expect("key file");
+        print_figures(&path, "kv", ROUNDS, reference);
+    }
+    let generated = histories().join("generated");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&generated)
+        .expect("histories/generated")
+        .map(|entry| entry.expect("entry").path())
+        .collect();
+    files.sort();
+    for path in files {
+        let model = if path.extension().is_some_and(|e| e == "jsonl") {
+            "register(nil)"
+        } else {
+            "kv"
+        };
+        print_figures(&path, model, ROUNDS, "");
+    }
+}
+
+fn print_figures(path: &Path, model: &str, rounds: usize, reference: &str) {
+    let figures = figures(path, model, rounds);
+    let name = path.file_name().expect("file name").to_string_lossy();
+    println!(
+        "  {name:<30} {:<8} {:>9.2} ms {:>9.1} ms {:>7.1} MiB   {reference}",
+        figures.verdict, figures.check_ms, figures.process_ms, figures.peak_rss_mib
     );
 }
 
@@ -202,6 +309,7 @@ fn main() {
         return;
     }
     println!("threads: {}", rayon::current_num_threads());
+    hard_histories();
     etcd();
     kv_single_partition();
     register_ops(1_000_000);

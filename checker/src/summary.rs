@@ -66,6 +66,21 @@ fn linearizability(text: &mut String, linear: &LinearReport) {
     );
     if let Some(reason) = linear.unknown_reason {
         let _ = writeln!(text, "  unknown because: {}", reason.describe());
+        let stopped = linear
+            .partitions
+            .iter()
+            .filter(|partition| partition.unknown_reason == Some(reason));
+        for partition in stopped.take(5) {
+            let place = match &partition.key {
+                Some(key) => format!("in partition key {key}"),
+                None => "in the only partition".to_string(),
+            };
+            let _ = writeln!(
+                text,
+                "    {place}: {} operations, {} configurations memoised, {:.0} ms",
+                partition.n_ops, partition.states_memoised, partition.elapsed_ms
+            );
+        }
     }
     let Some(witness) = &linear.witness else {
         return;
